@@ -226,7 +226,10 @@ std::string DescribeArguments(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Fail(const Napi::CallbackInfo& info, const char* op, const std::string& message) {
-  std::string text = std::string(op) + "(" + DescribeArguments(info) + "): " + message;
+  // unary, binary and inplace take the op's name ("exp", "add") as their first argument, and
+  // that name tells the caller more than the dispatcher's.
+  std::string name = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : op;
+  std::string text = name + "(" + DescribeArguments(info) + "): " + message;
   Napi::Error::New(info.Env(), text).ThrowAsJavaScriptException();
   return info.Env().Undefined();
 }
@@ -383,6 +386,13 @@ OP(isDisposed) {
   return Napi::Boolean::New(info.Env(), !NativeTensor::Unwrap(info[0].As<Napi::Object>())->live());
 }
 OP(liveCount) { return Napi::Number::New(info.Env(), static_cast<double>(liveTensorCount.load())); }
+OP(externalMemory) {
+  // Adjusting by zero returns the total that this process has reported to V8 as external memory.
+  int64_t total = 0;
+  napi_status status = napi_adjust_external_memory(info.Env(), 0, &total);
+  if (status != napi_ok) throw OpError("napi_adjust_external_memory failed");
+  return Napi::Number::New(info.Env(), static_cast<double>(total));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Shape and indexing
@@ -805,7 +815,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT(fromBuffer); EXPORT(toBuffer); EXPORT(item);
   EXPORT(zeros); EXPORT(ones); EXPORT(full); EXPORT(randn); EXPORT(rand); EXPORT(randint);
   EXPORT(randperm); EXPORT(arange); EXPORT(linspace);
-  EXPORT(shape); EXPORT(dtype); EXPORT(device); EXPORT(dispose); EXPORT(isDisposed); EXPORT(liveCount);
+  EXPORT(shape); EXPORT(dtype); EXPORT(device); EXPORT(dispose); EXPORT(isDisposed); EXPORT(liveCount); EXPORT(externalMemory);
   EXPORT(reshape); EXPORT(permute); EXPORT(transpose); EXPORT(contiguous); EXPORT(clone);
   EXPORT(slice); EXPORT(select); EXPORT(indexSelect); EXPORT(gather); EXPORT(scatterAdd); EXPORT(indexAdd);
   EXPORT(cat); EXPORT(stack); EXPORT(squeeze); EXPORT(unsqueeze); EXPORT(flatten); EXPORT(expand);

@@ -86,6 +86,14 @@ export function liveTensors(): number {
   return native.liveCount() as number;
 }
 
+/**
+ * Bytes of tensor storage that this process has reported to V8 as external memory (napi_adjust_external_memory).
+ * Node 20's process.memoryUsage().external does not include this figure.
+ */
+export function externalMemoryBytes(): number {
+  return native.externalMemory() as number;
+}
+
 /** Disposes every tensor in a value (tensor, array, map or plain object of them). */
 export function disposeAll(value: unknown): void {
   const found = new Set<Tensor>();
