@@ -174,7 +174,11 @@ export interface PlateauOptions {
   threshold?: number;
 }
 
-/** Reduces the learning rate when a monitored loss stops improving (torch's ReduceLROnPlateau, mode min). */
+/**
+ * Reduces the learning rate when a monitored loss stops improving (torch's ReduceLROnPlateau, mode
+ * min, threshold mode rel). Unlike torch 1.13, a negative best loss needs loss < best - |best| *
+ * threshold, so a slightly worse negative loss never counts as an improvement.
+ */
 export class ReduceLrOnPlateau {
   best = Infinity;
   badEpochs = 0;
