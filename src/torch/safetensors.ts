@@ -114,16 +114,25 @@ function typedArrayFor(dtype: DType, buffer: ArrayBuffer): Float32Array | Float6
 }
 
 /** Saves tensors to `path` (safetensors) and `sidecar` to `path` with .json in place of .safetensors. */
+// The sidecar is also embedded in the safetensors metadata (key "sidecar"), so that the tensors
+// and the state that goes with them are replaced by one atomic rename; the .json file is a
+// readable copy for people and tools.
 export function saveCheckpoint(path: string, tensors: Map<string, Tensor>, sidecar: unknown): void {
-  writeFileAtomic(path, encodeSafetensors(tensors));
-  writeFileAtomic(sidecarPath(path), JSON.stringify(sidecar, null, 2) + "\n");
+  const json = JSON.stringify(sidecar, null, 2) + "\n";
+  writeFileAtomic(path, encodeSafetensors(tensors, { sidecar: json }));
+  writeFileAtomic(sidecarPath(path), json);
 }
 
+/** Loads a checkpoint written by saveCheckpoint; the sidecar comes from the tensor file's metadata. */
 export function loadCheckpoint(path: string): { tensors: Map<string, Tensor>; sidecar: unknown } {
   if (!fs.existsSync(path)) throw new Error(`checkpoint ${path} not found`);
   const content = decodeSafetensors(fs.readFileSync(path), path);
-  const json = sidecarPath(path);
-  const sidecar = fs.existsSync(json) ? JSON.parse(fs.readFileSync(json, "utf8")) : {};
+  let sidecar: unknown = {};
+  if (content.metadata.sidecar !== undefined) {
+    sidecar = JSON.parse(content.metadata.sidecar);
+  } else if (fs.existsSync(sidecarPath(path))) {
+    sidecar = JSON.parse(fs.readFileSync(sidecarPath(path), "utf8"));
+  }
   return { tensors: content.tensors, sidecar };
 }
 
