@@ -41,6 +41,18 @@ export interface SamplingConfig {
   batchSize: number;
 }
 
+/** WGAN-GP baseline settings (used by `caloscore train --model wgan-gp`). */
+export interface GanConfig {
+  /** Dimension of the uniform noise vector: 50, 100 and 150 for datasets 1, 2 and 3 in CaloScore. */
+  noiseDim: number;
+  /** Critic updates per generator update. */
+  criticSteps: number;
+  learningRate: number;
+  /** Weight lambda of the gradient penalty. */
+  gradientPenalty: number;
+  maxEpochs: number;
+}
+
 export interface ModelConfig {
   /** Free text shown in logs: what this configuration is for. */
   description: string;
@@ -50,6 +62,7 @@ export interface ModelConfig {
   sde: SdeConfig;
   training: TrainingConfig;
   sampling: SamplingConfig;
+  gan: GanConfig;
 }
 
 type Kind = "number" | "integer" | "string" | "number[]" | "integer[]" | { oneOf: readonly string[] } | Schema;
@@ -76,6 +89,7 @@ const schema: Schema = {
     gradClip: "number",
   },
   sampling: { steps: "integer", snr: "number", batchSize: "integer" },
+  gan: { noiseDim: "integer", criticSteps: "integer", learningRate: "number", gradientPenalty: "number", maxEpochs: "integer" },
 };
 
 const defaults = {
@@ -95,6 +109,7 @@ const defaults = {
     gradClip: 0,
   },
   sampling: { snr: 0.2, batchSize: 100 },
+  gan: { noiseDim: 100, criticSteps: 5, learningRate: 1e-4, gradientPenalty: 10, maxEpochs: 200 },
 };
 
 function describe(value: unknown): string {
