@@ -1,0 +1,54 @@
+// Simulates a run in chunks and writes it to a CaloChallenge HDF5 file.
+import * as os from "node:os";
+import { createShowerFile, initHdf5 } from "../calo/hdf5";
+import { voxelCounts } from "../calo/binning";
+import type { ShowerBatch, SimulationRequest } from "./batch";
+import { SimulationPool } from "./pool";
+
+export interface RunOptions {
+  /** Showers simulated and written per chunk; default about 16 MiB of float32 voxels. */
+  chunk?: number;
+  /** Simulation threads; default os.availableParallelism(). */
+  threads?: number;
+  /** Receives one line per written chunk. */
+  log?: (line: string) => void;
+}
+
+/** Default chunk: about 16 MiB of voxel data, at least one shower. */
+export function defaultChunk(voxels: number): number {
+  return Math.max(1, Math.floor((16 * 1024 * 1024) / (4 * voxels)));
+}
+
+/**
+ * Simulates `request` and writes it to `outPath` (under a temporary name, renamed when complete).
+ * At most two chunks are held in memory: the next one is simulated while the current one is
+ * written.
+ */
+export async function simulateToFile(request: SimulationRequest, outPath: string, options: RunOptions = {}): Promise<void> {
+  const voxels = voxelCounts[request.dataset];
+  const chunk = options.chunk ?? defaultChunk(voxels);
+  if (!Number.isInteger(chunk) || chunk < 1) throw new Error(`chunk must be a positive integer, found ${chunk}`);
+  const threads = options.threads ?? os.availableParallelism();
+
+  await initHdf5();
+  const writer = createShowerFile(outPath, voxels);
+  const pool = new SimulationPool(request, threads);
+  const started = Date.now();
+  try {
+    let next: Promise<ShowerBatch> | null = request.events > 0 ? pool.simulate(0, Math.min(chunk, request.events)) : null;
+    while (next !== null) {
+      const batch = await next;
+      const end = batch.start + batch.count;
+      next = end < request.events ? pool.simulate(end, Math.min(chunk, request.events - end)) : null;
+      writer.append(batch.energies, batch.showers);
+      const seconds = (Date.now() - started) / 1000;
+      options.log?.(`simulate: wrote showers ${batch.start}..${end - 1} of ${request.events} (${(end / Math.max(seconds, 1e-3)).toFixed(0)} showers/s)`);
+    }
+    writer.finish();
+  } catch (error) {
+    writer.abort();
+    throw error;
+  } finally {
+    await pool.close();
+  }
+}
