@@ -2,7 +2,7 @@
 // CaloChallenge protocol: a fully connected network with two hidden layers, a balanced
 // train/validation/test split (60/20/20), early stopping on the validation loss, and the AUC
 // and a Jensen-Shannon divergence estimate reported on the held-out test set.
-import { cat, F, Generator, keep, nn, noGrad, optim, randperm, Tensor, tensor, tidy } from "../torch";
+import { cat, F, Generator, keep, nn, noGrad, ones, optim, randperm, Tensor, tidy, where, zeros } from "../torch";
 import { rocAuc } from "./metrics";
 
 export interface ClassifierOptions {
@@ -64,37 +64,73 @@ class Network extends nn.Module {
   }
 }
 
-interface Split {
-  inputs: Tensor;
-  labels: Tensor;
+/** Row indices of one class in the train, validation and test parts. */
+interface ClassRows {
+  train: Tensor;
+  validation: Tensor;
+  test: Tensor;
 }
 
 /** Splits one class's row indices into train, validation and test parts after shuffling. */
-function splitIndices(rows: number, trainFraction: number, validationFraction: number, generator: Generator): [Tensor, Tensor, Tensor] {
+function splitRows(rows: number, trainFraction: number, validationFraction: number, generator: Generator): ClassRows {
   return tidy(() => {
     const order = randperm(rows, { generator });
     const trainEnd = Math.round(rows * trainFraction);
     const validationEnd = trainEnd + Math.round(rows * validationFraction);
-    return [order.slice(0, 0, trainEnd), order.slice(0, trainEnd, validationEnd), order.slice(0, validationEnd, rows)];
+    return { train: order.slice(0, 0, trainEnd), validation: order.slice(0, trainEnd, validationEnd), test: order.slice(0, validationEnd, rows) };
   });
 }
 
-function labelled(reference: Tensor, generated: Tensor, referenceRows: Tensor, generatedRows: Tensor): Split {
+/**
+ * Column means and scales (standard deviations, 1 for constant columns) over the training rows
+ * of both classes, accumulated in chunks in float64 so that no copy of the inputs is made.
+ */
+function trainingStatistics(classes: [Tensor, Tensor], rows: [Tensor, Tensor], chunk: number): { mean: Tensor; scale: Tensor } {
+  return noGrad(() =>
+    tidy(() => {
+      const features = classes[0].shape[1];
+      let sum = zeros([features], { dtype: "float64" });
+      let squares = zeros([features], { dtype: "float64" });
+      let count = 0;
+      for (let c = 0; c < 2; c++) {
+        const total = rows[c].shape[0];
+        for (let start = 0; start < total; start += chunk) {
+          const end = Math.min(start + chunk, total);
+          [sum, squares] = tidy(() => {
+            const x = classes[c].indexSelect(0, rows[c].slice(0, start, end)).to({ dtype: "float64" });
+            return [sum.add(x.sum([0])), squares.add(x.square().sum([0]))];
+          });
+          count += end - start;
+        }
+      }
+      const mean = sum.div(count);
+      const variance = squares.div(count).sub(mean.square()).clamp(0, null);
+      const std = variance.sqrt();
+      const scale = where(std.gt(1e-12), std, 1);
+      return { mean: mean.to({ dtype: "float32" }).reshape([1, -1]), scale: scale.to({ dtype: "float32" }).reshape([1, -1]) };
+    }),
+  );
+}
+
+/** Standardised inputs and 0/1 labels for the given rows of each class. */
+function batch(classes: [Tensor, Tensor], rows: [Tensor, Tensor], mean: Tensor, scale: Tensor): { inputs: Tensor; labels: Tensor } {
   return tidy(() => {
-    const a = reference.indexSelect(0, referenceRows);
-    const b = generated.indexSelect(0, generatedRows);
-    const labels = tensor(Float32Array.from({ length: a.shape[0] + b.shape[0] }, (_, i) => (i < a.shape[0] ? 0 : 1)));
-    return { inputs: cat([a, b], 0), labels };
+    const a = classes[0].indexSelect(0, rows[0]);
+    const b = classes[1].indexSelect(0, rows[1]);
+    const labels = cat([zeros([a.shape[0]]), ones([b.shape[0]])], 0);
+    return { inputs: cat([a, b], 0).sub(mean).div(scale), labels };
   });
 }
 
-/** Logits for every row, in chunks, without gradients. */
-function predict(network: Network, inputs: Tensor, chunk: number): Float32Array {
-  const out = new Float32Array(inputs.shape[0]);
+/** Logits of every row of one class, in chunks, without gradients. */
+function predict(network: Network, inputs: Tensor, rows: Tensor, mean: Tensor, scale: Tensor, chunk: number): Float32Array {
+  const total = rows.shape[0];
+  const out = new Float32Array(total);
   noGrad(() => {
-    for (let start = 0; start < inputs.shape[0]; start += chunk) {
-      const end = Math.min(start + chunk, inputs.shape[0]);
-      out.set(tidy(() => network.forward(inputs.slice(0, start, end)).data() as Float32Array), start);
+    for (let start = 0; start < total; start += chunk) {
+      const end = Math.min(start + chunk, total);
+      const logits = tidy(() => network.forward(inputs.indexSelect(0, rows.slice(0, start, end)).sub(mean).div(scale)).data() as Float32Array);
+      out.set(logits, start);
     }
   });
   return out;
@@ -114,8 +150,9 @@ function meanBce(logits: Float32Array, labels: Float32Array): number {
 /**
  * Trains a classifier to separate `generated` (label 1) from `reference` (label 0) rows and
  * evaluates it on the held-out test rows. reference: [nRef, features], generated: [nGen,
- * features], float32. Columns are standardised with the training split's mean and standard
- * deviation. The weights with the lowest validation loss are the ones tested.
+ * features], float32. Inputs are standardised with the training rows' column means and standard
+ * deviations; batches are drawn by row index, so the inputs are never copied whole. The weights
+ * with the lowest validation loss are the ones tested.
  */
 export function trainClassifier(reference: Tensor, generated: Tensor, options: ClassifierOptions = {}): ClassifierResult {
   if (reference.ndim !== 2 || generated.ndim !== 2 || reference.shape[1] !== generated.shape[1]) {
@@ -127,29 +164,37 @@ export function trainClassifier(reference: Tensor, generated: Tensor, options: C
   const maxEpochs = options.maxEpochs ?? 50;
   const patience = options.patience ?? 5;
   const generator = new Generator(options.seed ?? 1234);
-  const features = reference.shape[1];
+  const classes: [Tensor, Tensor] = [reference, generated];
+  const chunk = 4 * batchSize;
 
-  const [train, validation, test] = tidy(() => {
-    const [refTrain, refValidation, refTest] = splitIndices(reference.shape[0], trainFraction, validationFraction, generator);
-    const [genTrain, genValidation, genTest] = splitIndices(generated.shape[0], trainFraction, validationFraction, generator);
-    const parts = [labelled(reference, generated, refTrain, genTrain), labelled(reference, generated, refValidation, genValidation), labelled(reference, generated, refTest, genTest)];
-
-    // Standardise with training statistics; constant columns keep unit scale.
-    const mean = parts[0].inputs.mean([0], true);
-    const std = parts[0].inputs.variance([0], false, true).sqrt();
-    const scale = std.gt(1e-12).to({ dtype: "float32" }).mul(std).add(std.le(1e-12).to({ dtype: "float32" }));
-    return parts.map((p) => ({ inputs: p.inputs.sub(mean).div(scale), labels: p.labels }));
-  });
-  keep([train.inputs, train.labels, validation.inputs, validation.labels, test.inputs, test.labels]);
-  if (train.inputs.shape[0] < 2 || validation.inputs.shape[0] < 1 || test.inputs.shape[0] < 2) {
-    throw new Error(`classifier needs more showers: train ${train.inputs.shape[0]}, validation ${validation.inputs.shape[0]}, test ${test.inputs.shape[0]} rows`);
+  const splits = [splitRows(reference.shape[0], trainFraction, validationFraction, generator), splitRows(generated.shape[0], trainFraction, validationFraction, generator)];
+  const { mean, scale } = trainingStatistics(classes, [splits[0].train, splits[1].train], chunk);
+  const owned: Tensor[] = [mean, scale, ...splits.flatMap((s) => [s.train, s.validation, s.test])];
+  keep(owned);
+  const sizes = (part: keyof ClassRows) => splits[0][part].shape[0] + splits[1][part].shape[0];
+  const trainSize = sizes("train");
+  const validationSize = sizes("validation");
+  const testSize = sizes("test");
+  if (splits.some((s) => s.train.shape[0] < 1 || s.validation.shape[0] < 1 || s.test.shape[0] < 1)) {
+    for (const t of owned) t.dispose();
+    throw new Error(`classifier needs at least 5 showers per sample, found ${reference.shape[0]} reference and ${generated.shape[0]} generated`);
   }
 
   const activation = options.activation === "swish" ? nn.activations.swish : nn.activations.leakyRelu;
-  const network = new Network(features, options.hidden ?? 512, options.hiddenLayers ?? 2, options.dropout ?? 0.2, activation, generator);
+  const network = new Network(reference.shape[1], options.hidden ?? 512, options.hiddenLayers ?? 2, options.dropout ?? 0.2, activation, generator);
   const optimizer = new optim.Adam(network.parameters(), { lr: options.learningRate ?? 2e-4 });
   const best = network.parameters().map((p) => keep(noGrad(() => p.clone())));
-  const validationLabels = validation.labels.data() as Float32Array;
+
+  /** Logits and labels of one part, reference rows first. */
+  const evaluatePart = (part: "validation" | "test") => {
+    const referenceLogits = predict(network, reference, splits[0][part], mean, scale, chunk);
+    const generatedLogits = predict(network, generated, splits[1][part], mean, scale, chunk);
+    const logits = new Float32Array(referenceLogits.length + generatedLogits.length);
+    logits.set(referenceLogits);
+    logits.set(generatedLogits, referenceLogits.length);
+    const labels = new Float32Array(logits.length).fill(1, referenceLogits.length);
+    return { referenceLogits, generatedLogits, logits, labels };
+  };
 
   let bestLoss = Infinity;
   let bestEpoch = 0;
@@ -158,26 +203,29 @@ export function trainClassifier(reference: Tensor, generated: Tensor, options: C
     while (epoch < maxEpochs && epoch - bestEpoch < patience) {
       epoch++;
       network.train();
-      const rows = train.inputs.shape[0];
-      const order = keep(randperm(rows, { generator }));
+
+      // Each batch takes the same share of both classes' shuffled training rows.
+      const [referenceOrder, generatedOrder] = tidy(() => splits.map((s) => s.train.indexSelect(0, randperm(s.train.shape[0], { generator }))));
+      const batches = Math.ceil(trainSize / batchSize);
       let lossSum = 0;
-      for (let start = 0; start < rows; start += batchSize) {
-        const end = Math.min(start + batchSize, rows);
+      for (let k = 0; k < batches; k++) {
         lossSum += tidy(() => {
-          const index = order.slice(0, start, end);
-          const logits = network.forward(train.inputs.indexSelect(0, index));
-          const loss = F.binaryCrossEntropyWithLogits(logits, train.labels.indexSelect(0, index));
+          const slice = (order: Tensor) => order.slice(0, Math.floor((k * order.shape[0]) / batches), Math.floor(((k + 1) * order.shape[0]) / batches));
+          const { inputs, labels } = batch(classes, [slice(referenceOrder), slice(generatedOrder)], mean, scale);
+          const loss = F.binaryCrossEntropyWithLogits(network.forward(inputs), labels);
           optimizer.zeroGrad();
           loss.backward();
           optimizer.step();
-          return loss.item() * (end - start);
+          return loss.item() * inputs.shape[0];
         });
       }
-      order.dispose();
+      referenceOrder.dispose();
+      generatedOrder.dispose();
 
       network.eval();
-      const validationLoss = meanBce(predict(network, validation.inputs, 4 * batchSize), validationLabels);
-      options.onEpoch?.(epoch, lossSum / rows, validationLoss);
+      const validation = evaluatePart("validation");
+      const validationLoss = meanBce(validation.logits, validation.labels);
+      options.onEpoch?.(epoch, lossSum / trainSize, validationLoss);
       if (validationLoss < bestLoss) {
         bestLoss = validationLoss;
         bestEpoch = epoch;
@@ -187,27 +235,23 @@ export function trainClassifier(reference: Tensor, generated: Tensor, options: C
 
     noGrad(() => network.parameters().forEach((p, i) => p.copy_(best[i])));
     network.eval();
-    const logits = predict(network, test.inputs, 4 * batchSize);
-    const labels = test.labels.data() as Float32Array;
-    const positives: number[] = [];
-    const negatives: number[] = [];
-    for (let i = 0; i < logits.length; i++) (labels[i] === 1 ? positives : negatives).push(logits[i]);
-    const testLoss = meanBce(logits, labels);
+    const test = evaluatePart("test");
+    const testLoss = meanBce(test.logits, test.labels);
     // NOTE: the CaloChallenge evaluation calibrates the classifier output (isotonic regression)
     // before this estimate; without calibration it can only come out lower.
     return {
-      auc: rocAuc(positives, negatives),
+      auc: rocAuc(test.generatedLogits, test.referenceLogits),
       jsd: Math.max(Math.LN2 - testLoss, 0),
       testLoss,
       bestEpoch,
       epochs: epoch,
-      trainSize: train.inputs.shape[0],
-      validationSize: validation.inputs.shape[0],
-      testSize: test.inputs.shape[0],
+      trainSize,
+      validationSize,
+      testSize,
     };
   } finally {
     optimizer.dispose();
     network.dispose();
-    for (const t of [...best, train.inputs, train.labels, validation.inputs, validation.labels, test.inputs, test.labels]) t.dispose();
+    for (const t of [...best, ...owned]) t.dispose();
   }
 }
