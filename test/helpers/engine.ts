@@ -107,9 +107,9 @@ export interface ProcessResult {
   stderr: string;
 }
 
-/** Runs a Node.js script in a child process with extra environment variables. */
-export function runNode(source: string, env: Record<string, string> = {}, timeoutMs = 60_000): ProcessResult {
-  const result = spawnSync(process.execPath, ["-e", source], {
+/** Runs a Node.js script in a child process with extra environment variables and Node.js flags. */
+export function runNode(source: string, env: Record<string, string> = {}, timeoutMs = 60_000, flags: string[] = []): ProcessResult {
+  const result = spawnSync(process.execPath, [...flags, "-e", source], {
     env: { ...process.env, ...env },
     encoding: "utf8",
     timeout: timeoutMs,
