@@ -1,0 +1,329 @@
+// The CaloScore preprocessing from voxel energies to model inputs, and its inverse.
+//
+// Per model entry: E' = E / (f E_inc), x = a + (1 - 2a) E', u = log(x / (1 - x)), then
+// z = (u - mean) / std with mean and std fitted on training showers. f is the maximum deposit
+// factor (3.1 for dataset 1, 2 for datasets 2 and 3) and a = 1e-6. The condition is
+// log(E_inc / E_min) / log(E_max / E_min), in [0, 1] over the dataset's energy range.
+//
+// Dataset 1 (1D layout): voxels are divided by the shower's total energy E_tot instead, an extra
+// entry contains E_tot / (f E_inc), and the row is padded with zeros to 384 entries (576 for pions).
+// Datasets 2 and 3: entries are Cartesian cells (voxelize.ts) or the cylindrical voxels themselves.
+//
+// All arithmetic runs in float64; the model input is stored as float32.
+import { DatasetName, loadGeometry, voxelCounts } from "./binning";
+import { incidentEnergyRange } from "./hdf5";
+import { CartesianGrid, cartesianGrid, cellShares, cylindricalShape, defaultGridSize, fromCartesian, toCartesian } from "./voxelize";
+
+export type ModelLayout = "cartesian" | "cylindrical";
+
+/** Fitted preprocessing, stored with a run as JSON so the inverse is exact. */
+export interface PreprocessingState {
+  version: 1;
+  dataset: DatasetName;
+  /** "flat" for dataset 1 (always 1D), otherwise the requested layout. */
+  layout: "flat" | ModelLayout;
+  /** Voxels per shower in the file. */
+  voxels: number;
+  /** Model input shape without the batch dimension, e.g. [1, 45, 12, 12]. */
+  modelShape: number[];
+  /** Product of modelShape. */
+  modelSize: number;
+  /** f in E' = E / (f E_inc). */
+  maxDepositFactor: number;
+  /** a in x = a + (1 - 2a) E'. */
+  logitOffset: number;
+  /** Incident energy range in MeV that the condition maps to [0, 1]. */
+  energyMin: number;
+  energyMax: number;
+  /** Mean and standard deviation of u per model entry, [modelSize]; padding entries have 0 and 1. */
+  mean: number[];
+  std: number[];
+  /** Cartesian cells per side (cartesian layout only). */
+  gridSize: number | null;
+  /**
+   * Mean of E / E_inc per voxel over the fitting showers (cartesian layout only). The inverse splits
+   * a cell's energy among its voxels in proportion to it.
+   */
+  voxelPrior: number[] | null;
+  /** Generated voxels below this energy in MeV are set to 0 by the inverse. */
+  voxelThreshold: number;
+  /** Showers the mean and std were fitted on. */
+  fittedShowers: number;
+}
+
+export const logitOffset = 1e-6;
+
+/**
+ * Model width of the 1D layout: the voxels plus the energy entry, padded with zeros to a multiple
+ * of 64 so three poolings by 4 divide it (384 for dataset 1 photons, 576 for pions).
+ */
+export function flatModelSize(voxels: number): number {
+  return Math.ceil((voxels + 1) / 64) * 64;
+}
+
+/** f in E' = E / (f E_inc): an upper bound of a voxel's share of the incident energy, as in CaloScore. */
+export function maxDepositFactor(dataset: DatasetName): number {
+  return dataset === "2" || dataset === "3" ? 2 : 3.1;
+}
+
+/**
+ * Voxel energy in MeV below which generated voxels are zeroed: the 15.15 keV readout threshold of
+ * datasets 2 and 3, and the 0.01 keV hit threshold used for dataset 1 in the CaloScore paper.
+ */
+export function voxelThreshold(dataset: DatasetName): number {
+  return dataset === "2" || dataset === "3" ? 0.01515 : 1e-5;
+}
+
+/** Minimum standard deviation; entries that never vary (cells outside the readout disc) get std 1. */
+const minimumStd = 1e-6;
+
+/** Maps incident energies [n] in MeV to the model condition [n], log scale onto [0, 1]. */
+export function energyCondition(state: Pick<PreprocessingState, "energyMin" | "energyMax">, energies: ArrayLike<number>): Float32Array {
+  const scale = Math.log(state.energyMax / state.energyMin);
+  const result = new Float32Array(energies.length);
+  for (let i = 0; i < energies.length; i += 1) result[i] = Math.log(energies[i] / state.energyMin) / scale;
+  return result;
+}
+
+/** Inverts energyCondition: condition [n] in [0, 1] -> incident energies [n] in MeV. */
+export function conditionToEnergy(state: Pick<PreprocessingState, "energyMin" | "energyMax">, condition: ArrayLike<number>): Float32Array {
+  const scale = Math.log(state.energyMax / state.energyMin);
+  const result = new Float32Array(condition.length);
+  for (let i = 0; i < condition.length; i += 1) result[i] = state.energyMin * Math.exp(condition[i] * scale);
+  return result;
+}
+
+function modelShapeFor(dataset: DatasetName, layout: ModelLayout, gridSize: number): number[] {
+  if (dataset === "1-photons" || dataset === "1-pions") return [1, flatModelSize(voxelCounts[dataset])];
+  const geometry = loadGeometry(dataset);
+  if (layout === "cartesian") return [1, geometry.layers.length, gridSize, gridSize];
+  return [1, ...cylindricalShape(geometry)];
+}
+
+const gridCache = new Map<string, CartesianGrid>();
+
+function gridOf(state: Pick<PreprocessingState, "dataset" | "gridSize">): CartesianGrid {
+  const key = `${state.dataset}:${state.gridSize}`;
+  let grid = gridCache.get(key);
+  if (grid === undefined) {
+    grid = cartesianGrid(loadGeometry(state.dataset), state.gridSize ?? undefined);
+    gridCache.set(key, grid);
+  }
+  return grid;
+}
+
+function checkInputs(state: Pick<PreprocessingState, "voxels">, energies: ArrayLike<number>, showers: ArrayLike<number>, caller: string): number {
+  const n = energies.length;
+  if (showers.length !== n * state.voxels) {
+    throw new Error(`${caller}: showers has ${showers.length} values; expected ${n} showers x ${state.voxels} voxels`);
+  }
+  for (let i = 0; i < n; i += 1) {
+    if (!(energies[i] > 0)) throw new Error(`${caller}: incident energy ${i} is ${energies[i]} MeV; expected a positive value`);
+  }
+  return n;
+}
+
+/**
+ * Computes the logit values u [n, modelSize] (before standardisation) of showers [n, voxels].
+ * Padding entries are left at 0.
+ */
+function logitValues(state: PreprocessingState, energies: ArrayLike<number>, showers: Float32Array | Float64Array): Float64Array {
+  const n = checkInputs(state, energies, showers, "forwardPreprocess");
+  const size = state.modelSize;
+  const f = state.maxDepositFactor;
+  const a = state.logitOffset;
+  const u = new Float64Array(n * size);
+  const logit = (scaled: number): number => {
+    const x = a + (1 - 2 * a) * scaled;
+    return Math.log(x / (1 - x));
+  };
+
+  if (state.layout === "flat") {
+    const voxels = state.voxels;
+    for (let i = 0; i < n; i += 1) {
+      let total = 0;
+      for (let v = 0; v < voxels; v += 1) total += showers[i * voxels + v];
+      const row = i * size;
+      for (let v = 0; v < voxels; v += 1) u[row + v] = logit(total > 0 ? showers[i * voxels + v] / total : 0);
+      u[row + voxels] = logit(total / (f * energies[i]));
+    }
+    return u;
+  }
+
+  const entries = state.layout === "cartesian" ? toCartesian(gridOf(state), showers, n) : showers;
+  for (let i = 0; i < n; i += 1) {
+    const scale = 1 / (f * energies[i]);
+    const row = i * size;
+    for (let k = 0; k < size; k += 1) u[row + k] = logit(entries[row + k] * scale);
+  }
+  return u;
+}
+
+/** Entries of a model row that carry data; the rest is padding. */
+function dataEntries(state: Pick<PreprocessingState, "layout" | "voxels" | "modelSize">): number {
+  return state.layout === "flat" ? state.voxels + 1 : state.modelSize;
+}
+
+/**
+ * Accumulates the statistics of a preprocessing fit block by block, so the fit can cover more
+ * showers than fit in memory at once (dataset 3 has 40500 voxels per shower).
+ */
+export class PreprocessingFitter {
+  private readonly state: PreprocessingState;
+  private readonly sum: Float64Array;
+  private readonly sumSquares: Float64Array;
+  private readonly priorSum: Float64Array | null;
+  private count = 0;
+
+  constructor(dataset: DatasetName, layout: ModelLayout) {
+    const flat = dataset === "1-photons" || dataset === "1-pions";
+    const gridSize = !flat && layout === "cartesian" ? defaultGridSize(loadGeometry(dataset)) : null;
+    const modelShape = modelShapeFor(dataset, layout, gridSize ?? 0);
+    const modelSize = modelShape.reduce((product, extent) => product * extent, 1);
+    const range = incidentEnergyRange[dataset];
+    this.state = {
+      version: 1,
+      dataset,
+      layout: flat ? "flat" : layout,
+      voxels: voxelCounts[dataset],
+      modelShape,
+      modelSize,
+      maxDepositFactor: maxDepositFactor(dataset),
+      logitOffset,
+      energyMin: range.min,
+      energyMax: range.max,
+      mean: [],
+      std: [],
+      gridSize,
+      voxelPrior: null,
+      voxelThreshold: voxelThreshold(dataset),
+      fittedShowers: 0,
+    };
+    this.sum = new Float64Array(modelSize);
+    this.sumSquares = new Float64Array(modelSize);
+    this.priorSum = gridSize !== null ? new Float64Array(this.state.voxels) : null;
+  }
+
+  /** Adds showers [n, voxels] in MeV with incident energies [n] in MeV to the fit. */
+  add(energies: ArrayLike<number>, showers: Float32Array | Float64Array): void {
+    const u = logitValues(this.state, energies, showers);
+    const size = this.state.modelSize;
+    const n = energies.length;
+    for (let i = 0; i < n; i += 1) {
+      const row = i * size;
+      for (let k = 0; k < size; k += 1) {
+        const value = u[row + k];
+        this.sum[k] += value;
+        this.sumSquares[k] += value * value;
+      }
+    }
+    if (this.priorSum !== null) {
+      const voxels = this.state.voxels;
+      for (let i = 0; i < n; i += 1) {
+        const inverse = 1 / energies[i];
+        for (let v = 0; v < voxels; v += 1) this.priorSum[v] += showers[i * voxels + v] * inverse;
+      }
+    }
+    this.count += n;
+  }
+
+  /** Returns the fitted state; needs at least one shower. */
+  finish(): PreprocessingState {
+    if (this.count === 0) throw new Error("fitPreprocessing: no showers to fit the standardisation on");
+    const data = dataEntries(this.state);
+    const mean: number[] = new Array<number>(this.state.modelSize).fill(0);
+    const std: number[] = new Array<number>(this.state.modelSize).fill(1);
+    for (let k = 0; k < data; k += 1) {
+      const m = this.sum[k] / this.count;
+      const variance = Math.max(this.sumSquares[k] / this.count - m * m, 0);
+      mean[k] = m;
+      std[k] = Math.sqrt(variance) > minimumStd ? Math.sqrt(variance) : 1;
+    }
+    const voxelPrior = this.priorSum === null ? null : Array.from(this.priorSum, (value) => value / this.count);
+    return { ...this.state, mean, std, voxelPrior, fittedShowers: this.count };
+  }
+}
+
+/**
+ * Fits the preprocessing on training showers [n, voxels] (MeV) with incident energies [n] (MeV).
+ * Dataset 1 always uses the 1D layout, whatever `layout` is.
+ */
+export function fitPreprocessing(dataset: DatasetName, layout: ModelLayout, energies: ArrayLike<number>, showers: Float32Array | Float64Array): PreprocessingState {
+  const fitter = new PreprocessingFitter(dataset, layout);
+  fitter.add(energies, showers);
+  return fitter.finish();
+}
+
+/**
+ * Maps showers [n, voxels] (MeV) with incident energies [n] (MeV) to the model's inputs:
+ * condition [n] and x [n, ...modelShape] as one float32 array.
+ */
+export function forwardPreprocess(state: PreprocessingState, energies: ArrayLike<number>, showers: Float32Array | Float64Array): { condition: Float32Array; x: Float32Array } {
+  const u = logitValues(state, energies, showers);
+  const size = state.modelSize;
+  const data = dataEntries(state);
+  const x = new Float32Array(u.length);
+  for (let i = 0; i < energies.length; i += 1) {
+    const row = i * size;
+    for (let k = 0; k < data; k += 1) x[row + k] = (u[row + k] - state.mean[k]) / state.std[k];
+  }
+  return { condition: energyCondition(state, energies), x };
+}
+
+/**
+ * Maps model outputs x [n, ...modelShape] with incident energies [n] (MeV) back to showers
+ * [n, voxels] in MeV in the file's voxel order. Values outside the valid range are clipped
+ * (E' into [0, 1]), and voxels below the dataset's threshold are set to 0.
+ */
+export function inversePreprocess(state: PreprocessingState, energies: ArrayLike<number>, x: Float32Array | Float64Array): Float32Array {
+  const n = energies.length;
+  const size = state.modelSize;
+  if (x.length !== n * size) throw new Error(`inversePreprocess: x has ${x.length} values; expected ${n} x ${size} (model shape ${state.modelShape.join("x")})`);
+  const f = state.maxDepositFactor;
+  const a = state.logitOffset;
+  const voxels = state.voxels;
+  const threshold = state.voxelThreshold;
+
+  // Inverts z -> u -> x -> E' and clips E' into [0, 1].
+  const scaled = (value: number, k: number): number => {
+    const u = value * state.std[k] + state.mean[k];
+    const sigmoid = 1 / (1 + Math.exp(-u));
+    const result = (sigmoid - a) / (1 - 2 * a);
+    return Number.isNaN(result) ? 0 : Math.min(1, Math.max(0, result));
+  };
+
+  const showers = new Float32Array(n * voxels);
+  if (state.layout === "flat") {
+    const fractions = new Float64Array(voxels);
+    for (let i = 0; i < n; i += 1) {
+      const row = i * size;
+      let sum = 0;
+      for (let v = 0; v < voxels; v += 1) {
+        fractions[v] = scaled(x[row + v], v);
+        sum += fractions[v];
+      }
+      // The model predicts the total separately, so the voxel fractions are renormalised to sum to 1.
+      const total = scaled(x[row + voxels], voxels) * f * energies[i];
+      const factor = sum > 0 ? total / sum : 0;
+      for (let v = 0; v < voxels; v += 1) showers[i * voxels + v] = fractions[v] * factor;
+    }
+  } else {
+    const entries = new Float64Array(n * size);
+    for (let i = 0; i < n; i += 1) {
+      const row = i * size;
+      const scale = f * energies[i];
+      for (let k = 0; k < size; k += 1) entries[row + k] = scaled(x[row + k], k) * scale;
+    }
+    if (state.layout === "cartesian") {
+      const grid = gridOf(state);
+      showers.set(fromCartesian(grid, entries, n, cellShares(grid, state.voxelPrior ?? undefined)));
+    } else {
+      showers.set(entries);
+    }
+  }
+
+  for (let k = 0; k < showers.length; k += 1) {
+    if (showers[k] < threshold) showers[k] = 0;
+  }
+  return showers;
+}

@@ -1,0 +1,167 @@
+import { before, test } from "node:test";
+import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+import { DatasetName, loadGeometry } from "../src/calo/binning";
+import { initHdf5, openShowerFile } from "../src/calo/hdf5";
+import {
+  PreprocessingFitter,
+  conditionToEnergy,
+  energyCondition,
+  fitPreprocessing,
+  forwardPreprocess,
+  inversePreprocess,
+} from "../src/calo/preprocess";
+import { cartesianGrid, toCartesian } from "../src/calo/voxelize";
+import { writeFixture } from "./helpers/caloFixtures";
+import { runPython, temporaryFolder } from "./helpers/caloPython";
+
+const folder = temporaryFolder("caloscore-preprocess-");
+
+before(async () => {
+  await initHdf5();
+});
+
+function loadFixture(dataset: DatasetName, count: number, seed = 3): { energies: Float32Array; showers: Float32Array; file: string } {
+  const file = writeFixture(folder, `pre-${dataset}-${count}-${seed}.h5`, { dataset, count, seed });
+  const shower = openShowerFile(file);
+  const result = { energies: shower.readEnergies(), showers: shower.readShowers(0, shower.count), file };
+  shower.close();
+  return result;
+}
+
+/** Asserts |actual - expected| <= relative * |expected| + absolute for every element. */
+function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, relative: number, absolute: number, label: string): void {
+  assert.equal(actual.length, expected.length, `${label} length`);
+  for (let i = 0; i < expected.length; i += 1) {
+    const tolerance = relative * Math.abs(expected[i]) + absolute;
+    if (!(Math.abs(actual[i] - expected[i]) <= tolerance)) assert.fail(`${label}[${i}]: ${actual[i]} != ${expected[i]}`);
+  }
+}
+
+test("model shapes per dataset and layout", () => {
+  const shapes: [DatasetName, "cartesian" | "cylindrical", number[]][] = [
+    ["1-photons", "cartesian", [1, 384]],
+    ["1-pions", "cylindrical", [1, 576]],
+    ["2", "cartesian", [1, 45, 12, 12]],
+    ["3", "cartesian", [1, 45, 32, 32]],
+    ["2", "cylindrical", [1, 45, 16, 9]],
+    ["3", "cylindrical", [1, 45, 50, 18]],
+  ];
+  for (const [dataset, layout, shape] of shapes) {
+    const voxels = loadGeometry(dataset).voxelCount;
+    const showers = new Float32Array(voxels).fill(0.5);
+    const state = fitPreprocessing(dataset, layout, [5000], showers);
+    assert.deepEqual(state.modelShape, shape, `${dataset} ${layout}`);
+    assert.equal(state.mean.length, state.modelSize);
+  }
+});
+
+// The preprocessing formulas written with numpy in float64, for the cylindrical layout of dataset 2.
+const referenceScript = `
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r") as f:
+    s = f["showers"][...].astype(np.float64)
+    e = f["incident_energies"][...].astype(np.float64)[:, 0]
+a = 1e-6
+x = a + (1 - 2 * a) * s / (2.0 * e[:, None])
+u = np.log(x / (1 - x))
+mean = u.mean(axis=0)
+std = u.std(axis=0)
+std = np.where(std > 1e-6, std, 1.0)
+z = (u - mean) / std
+np.ascontiguousarray(z, dtype="<f8").tofile(sys.argv[2])
+np.ascontiguousarray(np.log(e / 1000.0) / np.log(1000.0), dtype="<f8").tofile(sys.argv[3])
+`;
+
+test("forward matches numpy for dataset 2", () => {
+  const { energies, showers, file } = loadFixture("2", 80);
+  const state = fitPreprocessing("2", "cylindrical", energies, showers);
+  const { condition, x } = forwardPreprocess(state, energies, showers);
+  const zFile = path.join(folder, "z.bin");
+  const conditionFile = path.join(folder, "condition.bin");
+  runPython(referenceScript, [file, zFile, conditionFile]);
+  const read = (name: string): Float64Array => {
+    const bytes = fs.readFileSync(name);
+    return new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  };
+  assertClose(x, read(zFile), 1e-5, 1e-5, "x");
+  assertClose(condition, read(conditionFile), 1e-6, 1e-7, "condition");
+  for (const value of condition) assert.ok(value >= 0 && value <= 1, `condition ${value} in [0, 1]`);
+});
+
+test("cylindrical round trip to float32 precision", () => {
+  const { energies, showers } = loadFixture("2", 60);
+  const state = JSON.parse(JSON.stringify(fitPreprocessing("2", "cylindrical", energies, showers)));
+  const back = inversePreprocess(state, energies, forwardPreprocess(state, energies, showers).x);
+  assertClose(back, showers, 2e-5, 1e-9, "showers");
+});
+
+test("dataset 1 round trip to float32 precision", () => {
+  const { energies, showers } = loadFixture("1-photons", 100);
+  const state = JSON.parse(JSON.stringify(fitPreprocessing("1-photons", "cartesian", energies, showers)));
+  assert.equal(state.layout, "flat");
+  const { x } = forwardPreprocess(state, energies, showers);
+  assert.equal(x.length, 100 * 384);
+  for (let i = 0; i < 100; i += 1) {
+    for (let k = 369; k < 384; k += 1) assert.equal(x[i * 384 + k], 0, "padding entries are 0");
+  }
+  const back = inversePreprocess(state, energies, x);
+  assertClose(back, showers, 2e-5, 1e-9, "showers");
+});
+
+test("cartesian round trip keeps cells and layers", () => {
+  const { energies, showers } = loadFixture("2", 60);
+  const state = fitPreprocessing("2", "cartesian", energies, showers);
+  assert.deepEqual(state.modelShape, [1, 45, 12, 12]);
+  const { x } = forwardPreprocess(state, energies, showers);
+
+  // Without the threshold, cell sums survive the round trip; voxels within a cell are redistributed by the prior.
+  const grid = cartesianGrid(loadGeometry("2"));
+  const unthresholded = inversePreprocess({ ...state, voxelThreshold: 0 }, energies, x);
+  assertClose(toCartesian(grid, unthresholded, 60), toCartesian(grid, showers, 60), 3e-5, 1e-6, "cell energies");
+  const back = inversePreprocess(state, energies, x);
+  let error = 0;
+  let total = 0;
+  for (let i = 0; i < showers.length; i += 1) {
+    error += Math.abs(back[i] - showers[i]);
+    total += showers[i];
+  }
+  console.log(`# cartesian round trip, dataset 2 fixture: relative L1 voxel error ${(error / total).toFixed(4)}`);
+  assert.ok(error / total < 0.5, `relative voxel error ${error / total} is bounded`);
+});
+
+test("inverse clips and applies the threshold", () => {
+  const { energies, showers } = loadFixture("2", 20);
+  const state = fitPreprocessing("2", "cylindrical", energies, showers);
+  const x = new Float32Array(2 * state.modelSize);
+  x.fill(-1e6, 0, state.modelSize);
+  x.fill(1e6, state.modelSize);
+  x[5] = Number.NaN;
+  const back = inversePreprocess(state, [1000, 100000], x);
+  for (let v = 0; v < state.voxels; v += 1) assert.equal(back[v], 0, `voxel ${v} of a very negative output is 0`);
+  // Very large outputs clip to E' = 1, that is E = f E_inc.
+  assert.equal(back[state.voxels + 3], 200000);
+  const low = inversePreprocess(state, [1000], new Float32Array(state.modelSize).fill(0));
+  for (const value of low) assert.ok(value === 0 || value >= 0.01515, `value ${value} is 0 or above the threshold`);
+});
+
+test("fitter accumulates blocks like one fit", () => {
+  const { energies, showers } = loadFixture("2", 40);
+  const whole = fitPreprocessing("2", "cartesian", energies, showers);
+  const fitter = new PreprocessingFitter("2", "cartesian");
+  fitter.add(energies.subarray(0, 15), showers.subarray(0, 15 * 6480));
+  fitter.add(energies.subarray(15), showers.subarray(15 * 6480));
+  const blocks = fitter.finish();
+  assert.equal(blocks.fittedShowers, 40);
+  assertClose(blocks.mean, whole.mean, 1e-12, 1e-12, "mean");
+  assertClose(blocks.std, whole.std, 1e-9, 1e-12, "std");
+  assertClose(blocks.voxelPrior ?? [], whole.voxelPrior ?? [], 1e-12, 1e-15, "prior");
+});
+
+test("condition maps the energy range onto 0..1", () => {
+  const state = { energyMin: 1000, energyMax: 1_000_000 };
+  assertClose(energyCondition(state, [1000, 31622.7766, 1_000_000]), [0, 0.5, 1], 0, 1e-6, "condition");
+  assertClose(conditionToEnergy(state, [0, 0.5, 1]), [1000, 31622.7766, 1_000_000], 1e-6, 0, "energy");
+});
