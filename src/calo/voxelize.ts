@@ -57,7 +57,13 @@ export function cartesianGrid(geometry: Geometry, size = defaultGridSize(geometr
   const cellOfVoxel = new Int32Array(geometry.voxelCount);
   const voxelsInCell = new Int32Array(layers * cellsPerLayer);
 
-  const clampIndex = (value: number): number => Math.min(size - 1, Math.max(0, Math.floor((value + halfWidth) / cellWidth)));
+  // In dataset 3 some centres lie exactly on cell edges (x = 0, y = -10.4625 mm) up to rounding of
+  // cos and sin. Rounding the cell coordinate to 1e-9 first sends every such centre to the cell
+  // above the edge (larger x or y), whatever the rounding.
+  const clampIndex = (value: number): number => {
+    const position = Math.round(((value + halfWidth) / cellWidth) * 1e9) / 1e9;
+    return Math.min(size - 1, Math.max(0, Math.floor(position)));
+  };
   for (let v = 0; v < geometry.voxelCount; v += 1) {
     const cell = geometry.layerOfVoxel[v] * cellsPerLayer + clampIndex(geometry.y[v]) * size + clampIndex(geometry.x[v]);
     cellOfVoxel[v] = cell;

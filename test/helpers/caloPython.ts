@@ -7,10 +7,14 @@ import * as path from "node:path";
 
 export const debianPython = "/usr/bin/python3";
 
-/** Runs `script` with the given arguments and returns its standard output; throws with stderr on failure. */
-export function runPython(script: string, args: string[] = [], timeoutMs = 120_000): string {
+/**
+ * Runs `script` with the given arguments and `input` on standard input, and returns its standard
+ * output. Throws with the script's stderr on failure.
+ */
+export function runPython(script: string, args: string[] = [], timeoutMs = 120_000, input = ""): string {
   try {
     return execFileSync(debianPython, ["-c", script, ...args], {
+      input,
       encoding: "utf8",
       timeout: timeoutMs,
       maxBuffer: 256 * 1024 * 1024,
