@@ -14,18 +14,29 @@ const dtypeCodes: Record<string, string> = {
 };
 const codeDtypes: Record<string, DType> = Object.fromEntries(Object.entries(dtypeCodes).map(([k, v]) => [v, k as DType]));
 
-/** Writes `path` atomically: to a temporary name in the same folder, then renamed. */
+/**
+ * Writes `path` atomically: to a temporary name in the same folder, then renamed. On failure the
+ * temporary file is removed and an existing file at `path` is left unchanged.
+ */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   const temporary = `${path}.tmp-${process.pid}`;
+  const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
   const fd = fs.openSync(temporary, "w");
   try {
-    if (typeof data === "string") fs.writeSync(fd, data);
-    else fs.writeSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+    try {
+      // writeSync may write fewer bytes than requested (a full disk, a file-size limit), and the
+      // next call then raises the error.
+      let written = 0;
+      while (written < bytes.byteLength) written += fs.writeSync(fd, bytes, written);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(temporary, path);
+  } catch (error) {
+    fs.rmSync(temporary, { force: true });
+    throw error;
   }
-  fs.renameSync(temporary, path);
 }
 
 /** Serialises named tensors to safetensors bytes; `metadata` goes under "__metadata__" as strings. */
