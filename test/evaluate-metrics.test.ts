@@ -14,6 +14,7 @@ import {
   rocAuc,
   separationPower,
   wasserstein1,
+  weightedWasserstein1,
 } from "../src/evaluate/metrics";
 import { tensor } from "../src/torch";
 import { runPython } from "./helpers/caloPython";
@@ -220,4 +221,15 @@ print((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) 
   // kpd draws batches with replacement, so the estimator itself is compared.
   const found = mmdPolynomialUnbiased(tensor(x.values, [50, 3]), tensor(y.values, [40, 3]));
   closeTo(found, expected, 1e-5 * Math.max(1, Math.abs(expected)), "MMD");
+});
+
+test("weighted EMD equals sample EMD", () => {
+  // Weights that are counts of integer positions give the EMD of the expanded samples.
+  const positions = [0, 1, 2, 3, 5];
+  const countsA = [3, 0, 2, 1, 4];
+  const countsB = [1, 2, 2, 0, 1];
+  const expand = (counts: number[]) => positions.flatMap((p, i) => Array<number>(counts[i]).fill(p));
+  const expected = wasserstein1(expand(countsA), expand(countsB));
+  closeTo(weightedWasserstein1(positions, countsA, countsB), expected, 1e-12, "weighted");
+  closeTo(weightedWasserstein1([0, 1], [1, 0], [0, 2]), 1, 1e-15, "point masses");
 });

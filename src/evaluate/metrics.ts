@@ -3,7 +3,7 @@
 // Frechet and kernel physics distances (FPD, KPD) on high-level features as the JetNet library
 // defines them (Kansal et al., arXiv:2211.10295).
 import { Generator, noGrad, randint, Tensor, tensor, tidy } from "../torch";
-import { choleskySemidefinite, matmul, symmetricEigenvalues, transpose } from "./linalg";
+import { choleskySemidefinite, symmetricEigenvalues } from "./linalg";
 
 export type Sample = ArrayLike<number>;
 
@@ -194,7 +194,12 @@ export function frechetDistance(mu1: Float64Array, sigma1: Float64Array, mu2: Fl
   for (let i = 0; i < d; i++) traceTerm += sigma1[i * d + i] + sigma2[i * d + i];
 
   const l = choleskySemidefinite(sigma1, d);
-  const product = matmul(matmul(transpose(l, d, d), sigma2, d, d, d), l, d, d, d);
+  const product = noGrad(() =>
+    tidy(() => {
+      const lower = tensor(l, [d, d]);
+      return lower.transpose(0, 1).matmul(tensor(sigma2, [d, d])).matmul(lower).contiguous().data() as Float64Array;
+    }),
+  );
   // Symmetrise against rounding before the symmetric eigenvalue solver.
   for (let i = 0; i < d; i++) {
     for (let j = i + 1; j < d; j++) {
@@ -429,4 +434,32 @@ export function kpd(reference: FeatureMatrix, generated: FeatureMatrix, options:
   );
   const sorted = values.slice().sort();
   return { value: percentile(sorted, 50), error: (percentile(sorted, 83.725) - percentile(sorted, 16.275)) / 2 };
+}
+
+/**
+ * 1-Wasserstein distance between two weighted distributions on the same discrete positions
+ * (e.g. mean energy per layer, as distributions over layer index): the integral of |F_a - F_b|
+ * with each weight vector normalised to unit sum. NaN if either has no positive weight.
+ */
+export function weightedWasserstein1(positions: ArrayLike<number>, weightsA: ArrayLike<number>, weightsB: ArrayLike<number>): number {
+  if (positions.length !== weightsA.length || positions.length !== weightsB.length) {
+    throw new Error(`weighted EMD needs one weight per position, found ${positions.length} positions and ${weightsA.length}, ${weightsB.length} weights`);
+  }
+  const order = Array.from({ length: positions.length }, (_, i) => i).sort((p, q) => positions[p] - positions[q]);
+  let totalA = 0;
+  let totalB = 0;
+  for (let i = 0; i < positions.length; i++) {
+    totalA += weightsA[i];
+    totalB += weightsB[i];
+  }
+  if (!(totalA > 0) || !(totalB > 0)) return NaN;
+  let cumulativeA = 0;
+  let cumulativeB = 0;
+  let distance = 0;
+  for (let k = 0; k + 1 < order.length; k++) {
+    cumulativeA += weightsA[order[k]] / totalA;
+    cumulativeB += weightsB[order[k]] / totalB;
+    distance += Math.abs(cumulativeA - cumulativeB) * (positions[order[k + 1]] - positions[order[k]]);
+  }
+  return distance;
 }

@@ -31,6 +31,11 @@ export interface StepHistogramPlot {
   logY?: boolean;
   /** Draw the model / reference ratio panel (default true). */
   ratio?: boolean;
+  /**
+   * The first series is the reference, drawn filled (default true). With false every series is a
+   * model line and there is no ratio panel.
+   */
+  reference?: boolean;
   /** Lines of text under the legend, e.g. separation powers. */
   notes?: string[];
 }
@@ -216,7 +221,10 @@ function valueAxis(series: HistogramSeries[], log: boolean, legendRows: number):
  */
 export function stepHistogramSvg(plot: StepHistogramPlot): string {
   const width = 640;
-  const showRatio = plot.ratio !== false && plot.series.length > 1;
+  const hasReference = plot.reference !== false;
+  const showRatio = hasReference && plot.ratio !== false && plot.series.length > 1;
+  // Style index: the reference's grey is skipped when there is no reference.
+  const styleOf = (index: number) => (hasReference ? index : index + 1);
   const height = showRatio ? 520 : 440;
   const legendRows = plot.series.length + (plot.notes?.length ?? 0);
   const main: Frame = { left: 88, right: width - 20, top: plot.title ? 40 : 16, bottom: showRatio ? 350 : 380 };
@@ -235,9 +243,10 @@ export function stepHistogramSvg(plot: StepHistogramPlot): string {
   body.push(`<clipPath id="main-clip"><rect x="${main.left}" y="${main.top}" width="${main.right - main.left}" height="${main.bottom - main.top}"/></clipPath>`);
 
   // The reference as a filled area under its steps, then every series as a line.
-  plot.series.forEach((s, index) => {
+  plot.series.forEach((s, position) => {
     const path = stepPath(plot.edges, s.values, x, y, main);
     if (path === "") return;
+    const index = styleOf(position);
     const colour = seriesColours[index % seriesColours.length];
     if (index === 0) {
       const base = n(y.log ? main.bottom : toPixel(y, Math.max(0, y.min), main.bottom, main.top));
@@ -256,7 +265,8 @@ export function stepHistogramSvg(plot: StepHistogramPlot): string {
   // Legend in the top right corner.
   const legendX = main.right - 200;
   let legendY = main.top + 20;
-  plot.series.forEach((s, index) => {
+  plot.series.forEach((s, position) => {
+    const index = styleOf(position);
     const colour = seriesColours[index % seriesColours.length];
     if (index === 0) body.push(`<rect x="${legendX}" y="${legendY - 9}" width="26" height="10" fill="${referenceFill}" stroke="${colour}"/>`);
     else body.push(`<line x1="${legendX}" y1="${legendY - 4}" x2="${legendX + 26}" y2="${legendY - 4}" stroke="${colour}" stroke-width="2"${index % 2 === 0 ? ' stroke-dasharray="6 3"' : ""}/>`);
