@@ -115,10 +115,14 @@ test("random variates have the right moments", () => {
   const normals = new Float64Array(count);
   const gammas = new Float64Array(count);
   const smallGammas = new Float64Array(count);
+  const smallPoissons = new Float64Array(count);
+  const largePoissons = new Float64Array(count);
   for (let i = 0; i < count; i++) {
     normals[i] = rng.normal();
     gammas[i] = rng.gamma(3.5);
     smallGammas[i] = rng.gamma(0.3);
+    smallPoissons[i] = rng.poisson(4);
+    largePoissons[i] = rng.poisson(100);
   }
   // Tolerances are about 5 standard errors of each estimate.
   assert.ok(Math.abs(mean(normals)) < 0.012, `normal mean ${mean(normals)}`);
@@ -127,6 +131,10 @@ test("random variates have the right moments", () => {
   assert.ok(Math.abs(standardDeviation(gammas) ** 2 - 3.5) < 0.1, `Gamma(3.5) variance ${standardDeviation(gammas) ** 2}`);
   assert.ok(Math.abs(mean(smallGammas) - 0.3) < 0.007, `Gamma(0.3) mean ${mean(smallGammas)}`);
   assert.ok(Math.abs(standardDeviation(smallGammas) ** 2 - 0.3) < 0.02, `Gamma(0.3) variance ${standardDeviation(smallGammas) ** 2}`);
+  assert.ok(Math.abs(mean(smallPoissons) - 4) < 0.025, `Poisson(4) mean ${mean(smallPoissons)}`);
+  assert.ok(Math.abs(standardDeviation(smallPoissons) ** 2 - 4) < 0.1, `Poisson(4) variance ${standardDeviation(smallPoissons) ** 2}`);
+  assert.ok(Math.abs(mean(largePoissons) - 100) < 0.12, `Poisson(100) mean ${mean(largePoissons)}`);
+  assert.ok(Math.abs(standardDeviation(largePoissons) ** 2 - 100) < 2.5, `Poisson(100) variance ${standardDeviation(largePoissons) ** 2}`);
 
   const first = showerRng(7, 0).nextUint32();
   assert.equal(showerRng(7, 0).nextUint32(), first, "the same (seed, index) repeats its stream");
@@ -199,9 +207,9 @@ test("shower maximum grows as ln E", () => {
 });
 
 /**
- * Fraction of the energy inside `radiusMm` that the parametrisation predicts for a layout of
- * depth ranges: the radial containment of each range, weighted by its share of the longitudinal
- * profile, averaged over the (ln T, ln alpha) fluctuations by quadrature on a grid of normals.
+ * Computes the fraction of the energy inside `radiusMm` that the parametrisation predicts. Each
+ * depth range contributes its radial containment, weighted by its share of the longitudinal
+ * profile. The (ln T, ln alpha) fluctuations are averaged by quadrature on a grid of normals.
  */
 function predictedContainment(calorimeter: Calorimeter, energyMeV: number, radiusMm: number): number {
   const medium = calorimeter.medium;
@@ -244,8 +252,10 @@ test("containment in 1 and 2 Moliere radii", () => {
       );
     }
     // A shower keeps most of its energy within 1 R_M and about 95% within 2 R_M.
-    assert.ok(predicted[0] > 0.75 && predicted[0] < 0.95, `${energyGeV} GeV: predicted 1 R_M containment ${predicted[0]}`);
-    assert.ok(predicted[1] > 0.9 && predicted[1] < 0.99, `${energyGeV} GeV: predicted 2 R_M containment ${predicted[1]}`);
+    assert.ok(predicted[0] > 0.75, `${energyGeV} GeV: predicted 1 R_M containment ${predicted[0]} is above 0.75`);
+    assert.ok(predicted[0] < 0.95, `${energyGeV} GeV: predicted 1 R_M containment ${predicted[0]} is below 0.95`);
+    assert.ok(predicted[1] > 0.9, `${energyGeV} GeV: predicted 2 R_M containment ${predicted[1]} is above 0.9`);
+    assert.ok(predicted[1] < 0.99, `${energyGeV} GeV: predicted 2 R_M containment ${predicted[1]} is below 0.99`);
   }
 });
 
@@ -348,11 +358,15 @@ test("files are valid for all three datasets", async () => {
       // 242 = 2 x 121 showers: the real shares give 20 per energy up to 262 GeV, then 10, 6, 4, 2.
       assert.deepEqual(apportion(events, DATASET1_COUNTS), [...Array<number>(11).fill(20), 10, 6, 4, 2]);
       assert.deepEqual(info.energies, DATASET1_ENERGIES_MEV);
-      assert.ok(info.response > 0.7 && info.response < 1, `dataset 1 median E_tot / E_inc ${info.response}`);
+      // Dead material in front of the presampler and between the layers absorbs part of the energy.
+      assert.ok(info.response > 0.7, `dataset 1 median E_tot / E_inc ${info.response} is above 0.7`);
+      assert.ok(info.response < 1, `dataset 1 median E_tot / E_inc ${info.response} is below 1`);
     } else {
       assert.ok(info.minimumPositive >= 0.5e-3 / 0.033 - 1e-9, `dataset ${dataset}: smallest hit ${info.minimumPositive} MeV is above the threshold`);
-      assert.ok(info.energyRange[0] >= 1000 && info.energyRange[1] <= 1e6, `dataset ${dataset}: energies ${info.energyRange}`);
-      assert.ok(info.response > 0.9 && info.response < 1.05, `dataset ${dataset}: median E_tot / E_inc ${info.response}`);
+      assert.ok(info.energyRange[0] >= 1000, `dataset ${dataset}: lowest energy ${info.energyRange[0]} MeV is at least 1 GeV`);
+      assert.ok(info.energyRange[1] <= 1e6, `dataset ${dataset}: highest energy ${info.energyRange[1]} MeV is at most 1 TeV`);
+      assert.ok(info.response > 0.9, `dataset ${dataset}: median E_tot / E_inc ${info.response} is above 0.9`);
+      assert.ok(info.response < 1.05, `dataset ${dataset}: median E_tot / E_inc ${info.response} is below 1.05`);
     }
   }
 });

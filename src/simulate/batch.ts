@@ -5,7 +5,7 @@ import { EnergyPlan, energyPlan } from "./energies";
 import { showerRng } from "./random";
 import { ShowerSimulator } from "./shower";
 
-/** What a run simulates; plain data, so it can be sent to worker threads. */
+/** Request for one simulation run. It is plain data, so it can be sent to worker threads. */
 export interface SimulationRequest {
   dataset: "1-photons" | "2" | "3";
   /** Total number of showers in the run (the dataset 1 energy shares depend on it). */

@@ -2,8 +2,9 @@
 // calorimeter, and the depth ranges that feed each readout layer of datasets 1 (photons), 2 and 3.
 
 /**
- * A pure material. Values from the PDG "Atomic and nuclear properties of materials" tables
- * (pdg.lbl.gov/AtomicNuclearProperties): radiation length X0, Moliere radius R_M, density.
+ * A pure material: radiation length X0, Moliere radius R_M, density.
+ * NOTE: the values below are the PDG "Atomic and nuclear properties" figures as commonly quoted,
+ * not re-read from the PDG tables for this code.
  */
 export interface Material {
   name: string;
@@ -132,8 +133,7 @@ function siliconTungsten(dataset: "2" | "3"): Calorimeter {
     medium,
     ranges,
     // NOTE: the resolution of the Par04 W/Si calorimeter is not published with the datasets;
-    // 12%/sqrt(E) (+) 1% is an assumption in the range of silicon-tungsten prototypes
-    // (CALICE SiW ECAL: 16.6%/sqrt(E) (+) 1.1% with thicker absorber layers).
+    // 12%/sqrt(E) (+) 1% is an assumed value of the order of silicon-tungsten calorimeters.
     stochasticTerm: 0.12,
     constantTerm: 0.01,
     samplingFraction: 0.033,
@@ -174,7 +174,7 @@ function atlasBarrel(): Calorimeter {
       { layer: 3, start: 22.9, end: 24.9 },
       { layer: 12, start: 25.9, end: 41.9 },
     ],
-    // ATLAS LAr barrel design resolution 10%/sqrt(E) (+) 0.7% (ATLAS LAr TDR, CERN/LHCC 96-41).
+    // The ATLAS LAr barrel design resolution as commonly quoted, 10%/sqrt(E) (+) 0.7%.
     stochasticTerm: 0.1,
     constantTerm: 0.007,
     // ATLAS cell energies are calibrated to the electromagnetic scale, so the simulator never

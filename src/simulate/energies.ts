@@ -51,8 +51,9 @@ export function apportion(total: number, counts: readonly number[]): number[] {
 }
 
 /**
- * Fixed energies in consecutive blocks, in list order: energy i gets shares[i] showers. The
- * dataset 1 files are ordered the same way, by increasing energy.
+ * Fixed energies in consecutive blocks, in list order: energy i gets shares[i] showers.
+ * NOTE: dataset 1 runs are thus ordered by increasing energy; the order of the real files was
+ * not checked.
  */
 export function blockPlan(energiesMeV: readonly number[], shares: readonly number[]): EnergyPlan {
   const ends: number[] = [];
@@ -72,7 +73,7 @@ export function blockPlan(energiesMeV: readonly number[], shares: readonly numbe
   };
 }
 
-/** The energy plan of a dataset for `events` showers, or of a user list spread evenly over them. */
+/** Builds the energy plan of a dataset for `events` showers, or of a user list spread evenly over them. */
 export function energyPlan(dataset: string, events: number, energiesMeV?: readonly number[]): EnergyPlan {
   if (energiesMeV !== undefined) {
     if (energiesMeV.length === 0) throw new Error("--energies: expected one energy or a comma-separated list in MeV, found none");

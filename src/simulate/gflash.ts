@@ -79,7 +79,10 @@ const MIN_T_MAX = 1;
 const MIN_ALPHA = 1.1;
 const MIN_SPOT_T_MAX = 0.5;
 
-/** Mean pair-conversion depth of a photon, 9/7 X0 (the high-energy pair-production mean free path). */
+/**
+ * Mean pair-conversion depth of a photon, 9/7 X0 (the high-energy pair-production mean free
+ * path). GenerateExponential in GEANT4's GFlashSamplingShowerParameterisation draws the same.
+ */
 export const PHOTON_CONVERSION_DEPTH_X0 = 9 / 7;
 
 /** Distribution of the per-shower longitudinal shape (ln T, ln alpha) at one energy. */

@@ -48,8 +48,8 @@ export function predictProfiles(calorimeter: Calorimeter, energyMeV: number, rEd
           const back = Math.max(0, range.end - startDepth);
           if (back <= 0) return;
           const fraction = regularizedGammaP(shape.alpha, shape.beta * back) - regularizedGammaP(shape.alpha, shape.beta * front);
-          // One radial profile per range at its middle depth; the simulator uses steps of at most
-          // 1 X0, so thick ranges (dataset 1) are approximated more coarsely here.
+          // One radial profile per range, taken at its middle depth. The simulator steps at most
+          // 1 X0 at a time, so this is coarser than the simulation in thick ranges (dataset 1).
           radialProfile(medium, energyMeV, 0.5 * (front + back) * shape.tauPerX0, profile);
           layerFractions[index] += weight * fraction * radialContainment(profile, rEdges[rEdges.length - 1]);
           let inner = 0;

@@ -32,9 +32,8 @@ export interface VoxelLayout {
 }
 
 /**
- * Longest depth step, in X0, over which the radial profile is held constant. GEANT4's GFlash
- * steps through the calorimeter in similar sub-X0 steps; dataset 2 and 3 layers (0.81 X0) are
- * one step each, the dataset 1 middle layer (16 X0) is 16 steps.
+ * Maximum depth step, in X0, over which the radial profile is held constant. Each dataset 2 and 3
+ * layer (0.81 X0) is one step, and the dataset 1 middle layer (16 X0) is 16 steps.
  */
 const MAX_STEP_X0 = 1;
 
@@ -104,16 +103,6 @@ function radialBin(step: Step, radius: number): number {
   return low;
 }
 
-/** Per-shower quantities a caller can inspect after simulate() (for tests and diagnostics). */
-export interface ShowerRecord {
-  /** Energy deposited in every readout range before fluctuations, MeV (sums the profile). */
-  profileEnergy: number;
-  /** Number of spots drawn. */
-  spots: number;
-  /** Depth at which the profile starts (photon conversion), X0. */
-  startDepth: number;
-}
-
 /**
  * Simulates showers of one calorimeter into rows of a voxel layout. Not thread-safe: it keeps
  * scratch buffers, so each worker owns its own instance.
@@ -147,7 +136,7 @@ export class ShowerSimulator {
    * Simulates one shower of incident energy `energyMeV` and writes its calibrated voxel energies
    * (MeV) to `out[offset .. offset + voxelCount)`. Every random number comes from `rng`.
    */
-  simulate(energyMeV: number, rng: Rng, out: Float32Array, offset: number, record?: ShowerRecord): void {
+  simulate(energyMeV: number, rng: Rng, out: Float32Array, offset: number): void {
     if (!(energyMeV > 0) || !Number.isFinite(energyMeV)) throw new Error(`incident energy must be a positive number of MeV, found ${energyMeV}`);
     const calorimeter = this.calorimeter;
     const medium = calorimeter.medium;
@@ -158,8 +147,6 @@ export class ShowerSimulator {
     const startDepth = calorimeter.particle === "photon" ? rng.exponential(PHOTON_CONVERSION_DEPTH_X0) : 0;
     const meanSpots = spotCount(energyMeV, calorimeter.stochasticTerm);
 
-    let profileEnergy = 0;
-    let spots = 0;
     for (const step of this.steps) {
       const front = Math.max(0, step.start - startDepth);
       const back = Math.max(0, step.end - startDepth);
@@ -169,11 +156,9 @@ export class ShowerSimulator {
       if (energyFraction < NEGLIGIBLE_FRACTION) continue;
       const spotFraction =
         regularizedGammaP(shape.spotAlpha, shape.spotBeta * back) - regularizedGammaP(shape.spotAlpha, shape.spotBeta * front);
-      // A step that receives energy gets at least one spot, as in GEANT4's GFlash.
+      // A step that receives energy gets at least one spot to carry it.
       const stepSpots = Math.max(1, rng.poisson(meanSpots * Math.max(0, spotFraction)));
       const stepEnergy = energyMeV * energyFraction;
-      profileEnergy += stepEnergy;
-      spots += stepSpots;
 
       const tau = 0.5 * (front + back) * shape.tauPerX0;
       this.depositSpots(step, stepSpots, stepEnergy / stepSpots, radialProfile(medium, energyMeV, tau, this.profile), rng);
@@ -185,11 +170,6 @@ export class ShowerSimulator {
     for (let voxel = 0; voxel < this.voxelCount; voxel++) {
       const value = deposits[voxel];
       out[offset + voxel] = value >= threshold ? value : 0;
-    }
-    if (record !== undefined) {
-      record.profileEnergy = profileEnergy;
-      record.spots = spots;
-      record.startDepth = startDepth;
     }
   }
 
