@@ -3,6 +3,7 @@
 // reproducibility.
 import { before, test } from "node:test";
 import * as assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
@@ -392,4 +393,33 @@ print(all(np.array_equal(a[k][:], b[k][:]) for k in ("incident_energies", "showe
   const other = path.join(folder, "repeat-other.h5");
   await simulateToFile({ ...request, seed: 43 }, other, { chunk: 25, threads: 1 });
   assert.equal(runPython(compare, [first, other]).trim(), "False", "another seed gives other showers");
+});
+
+const cli = path.join(__dirname, "..", "..", "bin", "caloscore.js");
+
+test("simulate command writes requested energies", () => {
+  const file = path.join(folder, "cli-energies.h5");
+  execFileSync(process.execPath, [cli, "simulate", "--dataset", "2", "--events", "6", "--seed", "9", "--out", file, "--energies", "5000,20000"], {
+    encoding: "utf8",
+    stdio: "pipe",
+  });
+  const info = JSON.parse(runPython(inspectScript, [file]));
+  assert.deepEqual(info.showerShape, [6, 6480]);
+  assert.deepEqual(info.energies, [5000, 20000]);
+});
+
+test("simulate command rejects invalid options", () => {
+  const cases: [string[], RegExp][] = [
+    [["--dataset", "4", "--events", "2", "--seed", "1", "--out", "x.h5"], /--dataset must be one of 1-photons, 2, 3, found '4'/],
+    [["--dataset", "2", "--seed", "1", "--out", "x.h5"], /missing required option --events/],
+    [["--dataset", "2", "--events", "2", "--seed=-1", "--out", "x.h5"], /--seed must be at least 0/],
+    [["--dataset", "2", "--events", "2.5", "--seed", "1", "--out", "x.h5"], /--events must be an integer/],
+    [["--dataset", "2", "--events", "2", "--seed", "1", "--out", "x.h5", "--energies", "10,abc"], /--energies must be positive numbers of MeV/],
+  ];
+  for (const [options, message] of cases) {
+    const result = spawnSync(process.execPath, [cli, "simulate", ...options], { encoding: "utf8", cwd: folder });
+    assert.equal(result.status, 1, `exit status for ${options.join(" ")}`);
+    assert.match(result.stderr, message);
+  }
+  assert.ok(!fs.existsSync(path.join(folder, "x.h5")), "no file is written for invalid options");
 });

@@ -36,6 +36,11 @@ export class SimulationPool {
       const worker = new Worker(path.join(__dirname, "worker.js"));
       worker.on("message", (reply: WorkerReply) => this.settle(reply));
       worker.on("error", (error) => this.failAll(error));
+      // A worker that exits while showers are pending (killed, out of memory) would leave them
+      // pending for ever, so they fail instead.
+      worker.on("exit", (code) => {
+        if (this.pending.size > 0) this.failAll(new Error(`worker thread exited with code ${code}`));
+      });
       this.workers.push(worker);
     }
   }

@@ -34,8 +34,9 @@ export async function simulateToFile(request: SimulationRequest, outPath: string
   const writer = createShowerFile(outPath, voxels);
   const pool = new SimulationPool(request, threads);
   const started = Date.now();
+  let next: Promise<ShowerBatch> | null = null;
   try {
-    let next: Promise<ShowerBatch> | null = request.events > 0 ? pool.simulate(0, Math.min(chunk, request.events)) : null;
+    next = request.events > 0 ? pool.simulate(0, Math.min(chunk, request.events)) : null;
     while (next !== null) {
       const batch = await next;
       const end = batch.start + batch.count;
@@ -46,6 +47,8 @@ export async function simulateToFile(request: SimulationRequest, outPath: string
     }
     writer.finish();
   } catch (error) {
+    // The chunk simulated ahead is no longer wanted; its own failure must not go unhandled.
+    next?.catch(() => undefined);
     writer.abort();
     throw error;
   } finally {
