@@ -65,7 +65,7 @@ export interface TrainOptions {
 }
 
 /** Deterministic 32-bit generator (mulberry32) for data order. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -76,7 +76,7 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-function shuffle(values: number[], random: () => number): number[] {
+export function shuffle(values: number[], random: () => number): number[] {
   for (let i = values.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1));
     [values[i], values[j]] = [values[j], values[i]];
@@ -85,7 +85,7 @@ function shuffle(values: number[], random: () => number): number[] {
 }
 
 /** Seed for one epoch's random streams, mixed so that consecutive epochs are unrelated. */
-function epochSeed(seed: number, epoch: number, stream: number): number {
+export function epochSeed(seed: number, epoch: number, stream: number): number {
   let h = (seed * 0x9e3779b1 + epoch * 0x85ebca6b + stream * 0xc2b2ae35) >>> 0;
   h = Math.imul(h ^ (h >>> 16), 0x45d9f3b) >>> 0;
   return (h ^ (h >>> 16)) >>> 0;
@@ -94,7 +94,7 @@ function epochSeed(seed: number, epoch: number, stream: number): number {
 export const checkpointNames = { last: "last.safetensors", best: "best.safetensors" };
 
 /** Rows held in memory at once while streaming (chunks are shuffled, then rows within them). */
-const streamChunkRows = 4096;
+export const streamChunkRows = 4096;
 
 function modelState(model: UNetScoreModel): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
@@ -298,7 +298,7 @@ function trainStep(
   });
 }
 
-function gatherRows(chunk: { condition: Float32Array; x: Float32Array }, rows: number[], rowSize: number): { x: Float32Array; condition: Float32Array } {
+export function gatherRows(chunk: { condition: Float32Array; x: Float32Array }, rows: number[], rowSize: number): { x: Float32Array; condition: Float32Array } {
   const x = new Float32Array(rows.length * rowSize);
   const condition = new Float32Array(rows.length);
   rows.forEach((row, i) => {

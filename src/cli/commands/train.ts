@@ -23,7 +23,7 @@ options:
   --data FILE       CaloChallenge shower file (HDF5)
   --out DIR         run folder for checkpoints and logs
   --minutes M       stop after M minutes at the end of a batch (the epoch is checkpointed)
-  --epochs N        override the configuration's maxEpochs
+  --epochs N        override the configuration's maxEpochs (gan.maxEpochs for wgan-gp)
   --threads N       intra-op threads (default: CALOSCORE_THREADS or all cores)`;
 
 export async function run(args: string[]): Promise<number> {
@@ -51,7 +51,11 @@ export async function run(args: string[]): Promise<number> {
   configureThreads(threads);
 
   const config = loadModelConfig(configPath);
-  if (epochs !== undefined) config.training.maxEpochs = epochs;
+  if (epochs !== undefined) {
+    // The GAN has its own epoch count, so --epochs overrides the one of the model being trained.
+    if (modelKind === "wgan-gp") config.gan.maxEpochs = epochs;
+    else config.training.maxEpochs = epochs;
+  }
   await initHdf5();
   const file = openShowerFile(dataPath, { dataset: config.dataset });
   try {
