@@ -128,7 +128,7 @@ function checkInputs(state: Pick<PreprocessingState, "voxels">, energies: ArrayL
  * Padding entries are left at 0.
  */
 function logitValues(state: PreprocessingState, energies: ArrayLike<number>, showers: Float32Array | Float64Array): Float64Array {
-  const n = checkInputs(state, energies, showers, "forwardPreprocess");
+  const n = energies.length;
   const size = state.modelSize;
   const f = state.maxDepositFactor;
   const a = state.logitOffset;
@@ -157,6 +157,23 @@ function logitValues(state: PreprocessingState, energies: ArrayLike<number>, sho
     for (let k = 0; k < size; k += 1) u[row + k] = logit(entries[row + k] * scale);
   }
   return u;
+}
+
+/** Showers per block in the forward pass, which bounds its float64 scratch memory. */
+const showersPerBlock = 256;
+
+/** Calls `visit` on consecutive blocks of at most showersPerBlock showers. */
+function forEachBlock(
+  state: Pick<PreprocessingState, "voxels">,
+  energies: ArrayLike<number>,
+  showers: Float32Array | Float64Array,
+  visit: (energies: Float64Array, showers: Float32Array | Float64Array) => void,
+): void {
+  const all = Float64Array.from(energies);
+  for (let start = 0; start < all.length; start += showersPerBlock) {
+    const end = Math.min(start + showersPerBlock, all.length);
+    visit(all.subarray(start, end), showers.subarray(start * state.voxels, end * state.voxels));
+  }
 }
 
 /** Entries of a model row that carry data; the rest is padding. */
@@ -206,17 +223,18 @@ export class PreprocessingFitter {
 
   /** Adds showers [n, voxels] in MeV with incident energies [n] in MeV to the fit. */
   add(energies: ArrayLike<number>, showers: Float32Array | Float64Array): void {
-    const u = logitValues(this.state, energies, showers);
+    const n = checkInputs(this.state, energies, showers, "fitPreprocessing");
     const size = this.state.modelSize;
-    const n = energies.length;
-    for (let i = 0; i < n; i += 1) {
-      const row = i * size;
-      for (let k = 0; k < size; k += 1) {
-        const value = u[row + k];
-        this.sum[k] += value;
-        this.sumSquares[k] += value * value;
+    forEachBlock(this.state, energies, showers, (blockEnergies, blockShowers) => {
+      const u = logitValues(this.state, blockEnergies, blockShowers);
+      for (let row = 0; row < u.length; row += size) {
+        for (let k = 0; k < size; k += 1) {
+          const value = u[row + k];
+          this.sum[k] += value;
+          this.sumSquares[k] += value * value;
+        }
       }
-    }
+    });
     if (this.priorSum !== null) {
       const voxels = this.state.voxels;
       for (let i = 0; i < n; i += 1) {
@@ -259,14 +277,18 @@ export function fitPreprocessing(dataset: DatasetName, layout: ModelLayout, ener
  * condition [n] and x [n, ...modelShape] as one float32 array.
  */
 export function forwardPreprocess(state: PreprocessingState, energies: ArrayLike<number>, showers: Float32Array | Float64Array): { condition: Float32Array; x: Float32Array } {
-  const u = logitValues(state, energies, showers);
+  const n = checkInputs(state, energies, showers, "forwardPreprocess");
   const size = state.modelSize;
   const data = dataEntries(state);
-  const x = new Float32Array(u.length);
-  for (let i = 0; i < energies.length; i += 1) {
-    const row = i * size;
-    for (let k = 0; k < data; k += 1) x[row + k] = (u[row + k] - state.mean[k]) / state.std[k];
-  }
+  const x = new Float32Array(n * size);
+  let offset = 0;
+  forEachBlock(state, energies, showers, (blockEnergies, blockShowers) => {
+    const u = logitValues(state, blockEnergies, blockShowers);
+    for (let row = 0; row < u.length; row += size) {
+      for (let k = 0; k < data; k += 1) x[offset + row + k] = (u[row + k] - state.mean[k]) / state.std[k];
+    }
+    offset += u.length;
+  });
   return { condition: energyCondition(state, energies), x };
 }
 
