@@ -138,11 +138,20 @@ export class ShowerSimulator {
    */
   simulate(energyMeV: number, rng: Rng, out: Float32Array, offset: number): void {
     if (!(energyMeV > 0) || !Number.isFinite(energyMeV)) throw new Error(`incident energy must be a positive number of MeV, found ${energyMeV}`);
+    // The deposits buffer is all zeros here, because writeRow clears every entry it reads.
+    try {
+      this.depositShower(energyMeV, rng);
+    } catch (error) {
+      this.deposits.fill(0);
+      throw error;
+    }
+    this.writeRow(rng, out, offset);
+  }
+
+  /** Draws the shape and the spots of one shower into the deposits buffer. */
+  private depositShower(energyMeV: number, rng: Rng): void {
     const calorimeter = this.calorimeter;
     const medium = calorimeter.medium;
-    const deposits = this.deposits;
-    deposits.fill(0);
-
     const shape = showerShape(medium, this.distribution(energyMeV), rng.normal(), rng.normal());
     const startDepth = calorimeter.particle === "photon" ? rng.exponential(PHOTON_CONVERSION_DEPTH_X0) : 0;
     const meanSpots = spotCount(energyMeV, calorimeter.stochasticTerm);
@@ -163,14 +172,6 @@ export class ShowerSimulator {
       const tau = 0.5 * (front + back) * shape.tauPerX0;
       this.depositSpots(step, stepSpots, stepEnergy / stepSpots, radialProfile(medium, energyMeV, tau, this.profile), rng);
     }
-
-    this.applyResolution(rng);
-
-    const threshold = calorimeter.thresholdMeV;
-    for (let voxel = 0; voxel < this.voxelCount; voxel++) {
-      const value = deposits[voxel];
-      out[offset + voxel] = value >= threshold ? value : 0;
-    }
   }
 
   /** Deposits `count` spots of `spotEnergy` MeV each, with radii from `profile` and uniform azimuth. */
@@ -183,11 +184,21 @@ export class ShowerSimulator {
     const coreWeight = profile.coreWeight;
 
     for (let i = 0; i < count; i++) {
-      const scale = rng.uniform() < coreWeight ? profile.coreRadius : profile.tailRadius;
+      // One uniform picks core or tail. Rescaled to [0, 1) within the chosen part, it is again
+      // uniform and independent of the choice, so it also gives the azimuth.
+      const choice = rng.uniform();
+      let scale: number;
+      let azimuth: number;
+      if (choice < coreWeight) {
+        scale = profile.coreRadius;
+        azimuth = choice / coreWeight;
+      } else {
+        scale = profile.tailRadius;
+        azimuth = (choice - coreWeight) / (1 - coreWeight);
+      }
       // Inverse of the radial CDF r^2 / (r^2 + R^2).
       const u = rng.uniform();
       const radius = scale * Math.sqrt(u / (1 - u));
-      const azimuth = rng.uniform();
       // Spots beyond the last r edge leave the voxelised volume, as lateral leakage does.
       if (radius >= maxRadius) continue;
       const alphaBin = alphaBins === 1 ? 0 : Math.min(alphaBins - 1, Math.floor(azimuth * alphaBins));
@@ -196,19 +207,27 @@ export class ShowerSimulator {
   }
 
   /**
-   * Applies the resolution a / sqrt(E) (+) b to the deposits. Each voxel's energy e (GeV) becomes
-   * a^2 Gamma(e / a^2): mean e and variance a^2 e. Gamma variates with a common scale add up to a
-   * gamma variate, so the shower total gets variance a^2 E whatever the voxelisation, which is
-   * GFlash's sampling fluctuation applied at voxel level. The constant term multiplies the whole
+   * Applies the resolution a / sqrt(E) (+) b and the readout threshold, writes the row to `out`
+   * and clears the deposits for the next shower. Each voxel's energy e (GeV) becomes
+   * a^2 Gamma(e / a^2), with mean e and variance a^2 e. Gamma variates with a common scale add up
+   * to a gamma variate, so the shower total gets variance a^2 E whatever the voxelisation. This
+   * is GFlash's sampling fluctuation, applied per voxel. The constant term multiplies the whole
    * shower by 1 + b g with g standard normal (calibration non-uniformity), held at 0 or above.
    */
-  private applyResolution(rng: Rng): void {
+  private writeRow(rng: Rng, out: Float32Array, offset: number): void {
     const deposits = this.deposits;
     const scaleMeV = this.calorimeter.stochasticTerm * this.calorimeter.stochasticTerm * 1000;
     const constant = Math.max(0, 1 + this.calorimeter.constantTerm * rng.normal());
+    const threshold = this.calorimeter.thresholdMeV;
     for (let voxel = 0; voxel < this.voxelCount; voxel++) {
-      const value = deposits[voxel];
-      if (value > 0) deposits[voxel] = constant * scaleMeV * rng.gamma(value / scaleMeV);
+      const deposit = deposits[voxel];
+      if (deposit > 0) {
+        const value = constant * scaleMeV * rng.gamma(deposit / scaleMeV);
+        out[offset + voxel] = value >= threshold ? value : 0;
+        deposits[voxel] = 0;
+      } else {
+        out[offset + voxel] = 0;
+      }
     }
   }
 }
