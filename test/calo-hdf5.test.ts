@@ -108,6 +108,16 @@ test("written file matches h5py layout and values", () => {
   assert.equal(layout.incident_energies.compression, "gzip");
   assertSameFloats(readRaw(`${target}.showers.bin`), showers, "showers read by h5py");
   assertSameFloats(readRaw(`${target}.incident_energies.bin`), energies, "energies read by h5py");
+
+  const fast = path.join(folder, "written-level1.h5");
+  const fastWriter = createShowerFile(fast, voxels, { gzipLevel: 1 });
+  fastWriter.append(energies, showers);
+  fastWriter.finish();
+  const fastLayout = JSON.parse(runPython(checkWrittenScript, [fast])) as Record<string, Record<string, unknown>>;
+  assert.equal(fastLayout.showers.level, 1);
+  assert.deepEqual(fastLayout.showers.chunks, [40, voxels], "default chunks hold about 1 MiB");
+  assertSameFloats(readRaw(`${fast}.showers.bin`), showers, "level 1 showers read by h5py");
+  assert.throws(() => createShowerFile(fast, voxels, { gzipLevel: 10 }), /gzipLevel must be an integer from 0 to 9, found 10/);
 });
 
 test("writer resumes a partial file", () => {

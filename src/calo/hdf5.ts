@@ -371,6 +371,8 @@ export interface CreateOptions {
   chunkRows?: number;
   /** Reopens an existing `.partial` file and appends after its showers instead of starting over. */
   resume?: boolean;
+  /** gzip level 0..9; default 4, the level of h5py's compression="gzip". Level 1 writes faster. */
+  gzipLevel?: number;
 }
 
 /** gzip level 4, the level h5py uses for compression="gzip" without compression_opts. */
@@ -406,6 +408,8 @@ class Hdf5ShowerWriter implements ShowerWriter {
     }
 
     const chunkRows = options.chunkRows ?? defaultChunkRows(voxels);
+    const level = options.gzipLevel ?? gzipLevel;
+    if (!Number.isInteger(level) || level < 0 || level > 9) throw new Error(`${finalPath}: gzipLevel must be an integer from 0 to 9, found ${level}`);
     if (!Number.isInteger(chunkRows) || chunkRows < 1) throw new Error(`${finalPath}: chunkRows must be a positive integer, found ${chunkRows}`);
     fs.mkdirSync(path.dirname(absolute), { recursive: true });
     this.file = openHdf5(this.partialPath, "w", "create the file");
@@ -419,7 +423,7 @@ class Hdf5ShowerWriter implements ShowerWriter {
         maxshape: [null, 1],
         chunks: [Math.max(chunkRows, 1024), 1],
         compression: "gzip",
-        compression_opts: gzipLevel,
+        compression_opts: level,
       }),
     );
     this.showers = withHdf5Errors(this.partialPath, "create showers", () =>
@@ -431,7 +435,7 @@ class Hdf5ShowerWriter implements ShowerWriter {
         maxshape: [null, voxels],
         chunks: [chunkRows, voxels],
         compression: "gzip",
-        compression_opts: gzipLevel,
+        compression_opts: level,
       }),
     );
     this.rows = 0;
