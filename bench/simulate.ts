@@ -5,7 +5,9 @@
 // For datasets 2 and 3 it measures, in one run: simulation alone on one thread, simulation on the
 // worker pool (and checks that both give the same showers), and the full command path with gzip
 // HDF5 writing. Peak memory is measured in child processes for two run lengths with the same
-// chunk, so a bounded run shows the same peak for both. Prints one JSON object at the end.
+// chunk, so a bounded run shows the same peak for both. CPU time per shower (all threads of the
+// process) is reported next to the wall-clock rates, because on a shared machine the rates depend
+// on the other jobs. Prints one JSON object at the end.
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -33,14 +35,23 @@ interface DatasetResult {
   dataset: string;
   events: number;
   singleThreadPerSecond: number;
+  singleThreadCpuMsPerShower: number;
   poolPerSecond: number;
+  poolCpuMsPerShower: number;
   poolThreads: number;
   poolMatchesSingleThread: boolean;
   withHdf5PerSecond: number;
+  withHdf5CpuMsPerShower: number;
   peakRssMiB: { events: number; chunk: number; mib: number }[];
 }
 
 /** Peak resident memory of a child process that simulates `events` showers with `chunk`. */
+/** CPU milliseconds (user + system, every thread of this process) since `start`. */
+function cpuMilliseconds(start: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1000;
+}
+
 function childPeakRss(dataset: string, events: number, chunk: number, threads: number, folder: string): number {
   const script = `
 const { simulateToFile } = require(${JSON.stringify(path.join(__dirname, "..", "src", "simulate", "run.js"))});
@@ -56,20 +67,26 @@ async function measure(dataset: "2" | "3", events: number, threads: number, fold
   const run = prepareRun(request);
   simulateBatch(run, events, Math.min(50, events)); // warm-up on other indices
   let started = process.hrtime.bigint();
+  let cpu = process.cpuUsage();
   const single = simulateBatch(run, 0, events);
   const singleSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const singleCpu = cpuMilliseconds(cpu);
 
   const pool = new SimulationPool(request, threads);
   await pool.simulate(events, Math.min(50 * threads, events)); // starts and warms the workers
   started = process.hrtime.bigint();
+  cpu = process.cpuUsage();
   const pooled = await pool.simulate(0, events);
   const poolSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const poolCpu = cpuMilliseconds(cpu);
   await pool.close();
 
   const file = path.join(folder, `bench-${dataset}.h5`);
   started = process.hrtime.bigint();
+  cpu = process.cpuUsage();
   await simulateToFile(request, file, { threads });
   const fileSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const fileCpu = cpuMilliseconds(cpu);
 
   const chunk = dataset === "2" ? 200 : 40;
   const peakRssMiB = [4, 16].map((chunks) => ({
@@ -82,10 +99,13 @@ async function measure(dataset: "2" | "3", events: number, threads: number, fold
     dataset,
     events,
     singleThreadPerSecond: Math.round(events / singleSeconds),
+    singleThreadCpuMsPerShower: Number((singleCpu / events).toFixed(3)),
     poolPerSecond: Math.round(events / poolSeconds),
+    poolCpuMsPerShower: Number((poolCpu / events).toFixed(3)),
     poolThreads: threads,
     poolMatchesSingleThread: sameFloats(single.showers, pooled.showers) && sameFloats(single.energies, pooled.energies),
     withHdf5PerSecond: Math.round(events / fileSeconds),
+    withHdf5CpuMsPerShower: Number((fileCpu / events).toFixed(3)),
     peakRssMiB,
   };
 }
@@ -108,7 +128,8 @@ async function main(): Promise<void> {
       fs.writeFileSync(path.join(plotsFolder, "simulation-radial.svg"), plots.radial);
       console.error(`wrote simulation-longitudinal.svg and simulation-radial.svg to ${plotsFolder}`);
     }
-    console.log(JSON.stringify({ cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, threads, results }, null, 2));
+    const loadAverage = os.loadavg()[0];
+    console.log(JSON.stringify({ cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, loadAverage, threads, results }, null, 2));
   } finally {
     fs.rmSync(folder, { recursive: true, force: true });
   }
