@@ -131,7 +131,11 @@ function readSample(label: string, file: ShowerFile, geometry: Geometry, limit: 
         for (let v = 0; v < voxels; v++) inputs[row + v] = showers[i * voxels + v] * scale;
         inputs[row + voxels] = Math.log10(energies[i]);
       }
-      noGrad(() => tidy(() => lowLevel.slice(0, start, end).copy_(tensor(inputs, [end - start, voxels + 1]))));
+      noGrad(() =>
+        tidy(() => {
+          lowLevel.slice(0, start, end).copy_(tensor(inputs, [end - start, voxels + 1]));
+        }),
+      );
     }
   }
   return { label, path: file.path, count, paper, challenge, meanImage: voxelSums.map((s) => s / Math.max(count, 1)), lowLevel };

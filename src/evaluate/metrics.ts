@@ -383,17 +383,15 @@ export function mmdPolynomialUnbiased(x: Tensor, y: Tensor): number {
       const n = x.shape[0];
       const m = y.shape[0];
       const d = x.shape[1];
-      // The products run in the inputs' dtype; the cubes and sums in float64, because the result
-      // is a small difference of kernel means of order one.
-      const kernel = (a: Tensor, b: Tensor) => a.matmul(b.transpose(0, 1)).to({ dtype: "float64" }).div(d).add(1).pow(3);
-      const kxx = kernel(x, x);
-      const kyy = kernel(y, y);
-      const kxy = kernel(x, y);
+      // The kernel values are float32; their sums run in float64, because the result is a small
+      // difference of kernel means of order one.
+      const kernelSum = (a: Tensor, b: Tensor) => {
+        const base = a.matmul(b.transpose(0, 1)).div(d).add(1);
+        return base.square().mul(base).to({ dtype: "float64" }).sum().item();
+      };
       const diagonalSum = (a: Tensor) => a.to({ dtype: "float64" }).square().sum([1]).div(d).add(1).pow(3).sum().item();
-      const traceX = diagonalSum(x);
-      const traceY = diagonalSum(y);
-      const within = (kxx.sum().item() - traceX) / (n * (n - 1)) + (kyy.sum().item() - traceY) / (m * (m - 1));
-      return within - (2 * kxy.sum().item()) / (n * m);
+      const within = (kernelSum(x, x) - diagonalSum(x)) / (n * (n - 1)) + (kernelSum(y, y) - diagonalSum(y)) / (m * (m - 1));
+      return within - (2 * kernelSum(x, y)) / (n * m);
     }),
   );
 }
