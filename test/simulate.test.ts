@@ -416,7 +416,8 @@ test("simulate command rejects invalid options", () => {
     [["--dataset", "2", "--seed", "1", "--out", "x.h5"], /missing required option --events/],
     [["--dataset", "2", "--events", "2", "--seed=-1", "--out", "x.h5"], /--seed must be at least 0/],
     [["--dataset", "2", "--events", "2.5", "--seed", "1", "--out", "x.h5"], /--events must be an integer/],
-    [["--dataset", "2", "--events", "2", "--seed", "1", "--out", "x.h5", "--energies", "10,abc"], /--energies must be positive numbers of MeV/],
+    [["--dataset", "2", "--events", "2", "--seed", "1", "--out", "x.h5", "--energies", "5000,abc"], /--energies must be positive numbers of MeV/],
+    [["--dataset", "2", "--events", "2", "--seed", "1", "--out", "x.h5", "--energies", "500"], /500 MeV is outside the range of dataset 2, 1000 to 1000000 MeV/],
   ];
   for (const [options, message] of cases) {
     const result = spawnSync(process.execPath, [cli, "simulate", ...options], { encoding: "utf8", cwd: folder });

@@ -1,4 +1,5 @@
 // `caloscore simulate`: GFlash-style reference showers in the CaloChallenge file format.
+import { incidentEnergyRange } from "../../calo/hdf5";
 import { optionalNumber, optionalString, parseOptions, requireString } from "../args";
 import type { SimulationRequest } from "../../simulate/batch";
 import { simulateToFile } from "../../simulate/run";
@@ -18,18 +19,27 @@ options:
   --events N        number of showers
   --seed S          integer seed, 0 .. 2^53 - 1
   --out FILE        output HDF5 file, written as FILE.partial and renamed when complete
-  --energies LIST   one incident energy or a comma-separated list, in MeV; the showers are
-                    split evenly over the list, in list order
+  --energies LIST   one incident energy or a comma-separated list, in MeV, inside the dataset's
+                    range (1-photons: 256 .. 4194304, 2 and 3: 1000 .. 1000000); the showers
+                    are split evenly over the list, in list order
   --chunk N         showers simulated and written at a time (default: about 16 MiB of voxels)
   --threads N       simulation threads (default: all cores)`;
 
 const datasets = ["1-photons", "2", "3"] as const;
 
-function parseEnergies(text: string): number[] {
+/**
+ * Parses --energies. Energies outside the dataset's range are rejected because the shower-file
+ * reader rejects such files for that dataset.
+ */
+function parseEnergies(text: string, dataset: (typeof datasets)[number]): number[] {
+  const range = incidentEnergyRange[dataset];
   return text.split(",").map((part) => {
     const value = Number(part.trim());
     if (part.trim() === "" || !Number.isFinite(value) || value <= 0) {
       throw new Error(`simulate: --energies must be positive numbers of MeV separated by commas, found '${part}' in '${text}'`);
+    }
+    if (value < range.min || value > range.max) {
+      throw new Error(`simulate: --energies ${value} MeV is outside the range of dataset ${dataset}, ${range.min} to ${range.max} MeV`);
     }
     return value;
   });
@@ -64,11 +74,12 @@ export async function run(args: string[]): Promise<number> {
   const chunk = optionalNumber("simulate", parsed, "chunk", { integer: true, min: 1 });
   const threads = optionalNumber("simulate", parsed, "threads", { integer: true, min: 1 });
 
+  const datasetName = dataset as (typeof datasets)[number];
   const request: SimulationRequest = {
-    dataset: dataset as SimulationRequest["dataset"],
+    dataset: datasetName,
     events,
     seed,
-    energiesMeV: energiesText === undefined ? undefined : parseEnergies(energiesText),
+    energiesMeV: energiesText === undefined ? undefined : parseEnergies(energiesText, datasetName),
   };
   const started = Date.now();
   await simulateToFile(request, out, { chunk, threads, log: (line) => console.error(line) });
