@@ -426,3 +426,13 @@ test("simulate command rejects invalid options", () => {
   }
   assert.ok(!fs.existsSync(path.join(folder, "x.h5")), "no file is written for invalid options");
 });
+
+test("worker failure removes the partial file", async () => {
+  const file = path.join(folder, "worker-failure.h5");
+  await assert.rejects(
+    simulateToFile({ dataset: "2", events: 8, seed: 1, energiesMeV: [-5] }, file, { chunk: 4, threads: 2 }),
+    /simulation worker failed: --energies: every energy must be a positive number of MeV, found -5/,
+  );
+  assert.ok(!fs.existsSync(file), `${file} is not written`);
+  assert.ok(!fs.existsSync(`${file}.partial`), `${file}.partial is removed`);
+});
