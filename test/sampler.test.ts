@@ -317,3 +317,18 @@ print(json.dumps(out))
     });
   });
 });
+
+test("PC sampler rejects too few VP steps", () => {
+  // alpha = 1 - beta(1) dt is negative below betaMax (1 - timeMin) = 19.98 steps.
+  const sde = createSde("VP");
+  const model = new GaussianScoreModel(sde, dataMean, dataCovariance);
+  tidy(() => {
+    const condition = zeros([4]);
+    assert.throws(() => samplePredictorCorrector(model, sde, [4], condition, { steps: 10 }), /10 steps are too few for the VP SDE.*use more than 19 steps/);
+    const result = samplePredictorCorrector(model, sde, [4], condition, { steps: 20 });
+    assert.ok(Array.from(result.samples.toFloat64()).every(Number.isFinite), "20 VP steps gave non-finite samples");
+    const ve = createSde("VE");
+    const veSamples = samplePredictorCorrector(new GaussianScoreModel(ve, dataMean, dataCovariance), ve, [4], condition, { steps: 5 }).samples;
+    assert.ok(Array.from(veSamples.toFloat64()).every(Number.isFinite), "5 VE steps gave non-finite samples");
+  });
+});

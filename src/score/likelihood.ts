@@ -10,7 +10,7 @@ import { Sde, trainTimeMin } from "./sde";
 import { ScoreModel } from "./scoreModel";
 
 /**
- * How div F is computed:
+ * Method for div F:
  * - "exact": the trace of the Jacobian, one backward pass per dimension of a sample.
  * - "hutchinson": Skilling-Hutchinson estimate E[v^T (dF/dx) v] with `probes` random vectors v
  *   (one backward pass each), drawn once and kept for the whole integration as score_sde does.
@@ -57,7 +57,7 @@ function withGrad<T>(fn: () => T): T {
 }
 
 /**
- * F(x, t) and its divergence per sample. x: [batch, ...shape] -> [F: [batch, ...shape], div: [batch] float64].
+ * Computes F(x, t) and its divergence per sample. x: [batch, ...shape] -> [F: [batch, ...shape], div: [batch] float64].
  * The divergence of sample b uses only derivatives of F_b by x_b, which assumes that the model
  * treats samples independently (batch norm in evaluation mode, no cross-sample attention).
  */
@@ -104,7 +104,7 @@ function drawProbes(shape: number[], count: number, distribution: "rademacher" |
 }
 
 /**
- * Log-likelihood of data points x: [batch, ...shape] (preprocessed space) with condition: [batch],
+ * Computes the log-likelihood of data points x: [batch, ...shape] (preprocessed space) with condition: [batch],
  * by integrating x and the divergence of F from timeMin to 1. The caller owns the result's tensors.
  */
 export function logLikelihood(model: ScoreModel, sde: Sde, x: Tensor, condition: Tensor, options: LikelihoodOptions = {}): LikelihoodResult {

@@ -94,6 +94,17 @@ export function samplePredictorCorrector(
   const batch = condition.shape[0];
   const grid = reverseTimeGrid(steps, timeMin);
 
+  // beta(t) grows with t, so alpha_t is smallest at t = 1. A negative alpha would make the
+  // corrector's noise scale sqrt(2 eps) NaN, as it would in score_sde with so few steps.
+  const firstAlpha = langevinAlpha(sde, grid[0], grid[0] - grid[1]);
+  if (!(firstAlpha > 0)) {
+    const beta = (1 - firstAlpha) / (grid[0] - grid[1]);
+    throw new Error(
+      `samplePredictorCorrector: ${steps} steps are too few for the ${sde.name} SDE because the corrector factor ` +
+        `alpha = 1 - beta(1) dt is ${firstAlpha.toFixed(3)}; use more than ${Math.floor(beta * (1 - timeMin))} steps`,
+    );
+  }
+
   const samples = noGrad(() =>
     tidy(() => {
       let x = sde.priorSample([batch, ...shape], generator);
