@@ -3,8 +3,12 @@
 // explicit gradient.
 import * as assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { cat, F, grad, liveTensors, stack, tensor, Tensor, tidy, where } from "../src/torch";
+import { cat, F, grad, liveTensors, setNumThreads, stack, tensor, Tensor, tidy, where } from "../src/torch";
 import { assertClose, checkGradients, randomInput } from "./helpers/engine";
+
+// The tensors here are tiny, and on a loaded machine OpenMP's waiting threads make each op far
+// slower than on one thread.
+setNumThreads(1);
 
 /** Float64 values in (low, high): seeded normal values squashed by a sigmoid and scaled. */
 function positiveInput(shape: number[], seed: number, low = 0.5, high = 2): Tensor {

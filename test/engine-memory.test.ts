@@ -4,6 +4,7 @@
 import * as assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
+  cpuAllocatorStats,
   externalMemoryBytes,
   Generator,
   getNumThreads,
@@ -12,6 +13,7 @@ import {
   nn,
   noGrad,
   randn,
+  releaseCpuCache,
   setNumThreads,
   Tensor,
   tidy,
@@ -59,6 +61,7 @@ describe("engine memory", () => {
     const steps = 200;
     const dt = 1 / steps;
     let rssAtStep20 = 0;
+    let allocatorAtStep20 = cpuAllocatorStats();
 
     for (let step = 0; step < steps; step++) {
       const next = tidy(() =>
@@ -71,7 +74,10 @@ describe("engine memory", () => {
       x.dispose();
       x = next;
       assert.equal(liveTensors(), start, `live tensors after step ${step + 1}`);
-      if (step + 1 === 20) rssAtStep20 = process.memoryUsage().rss;
+      if (step + 1 === 20) {
+        rssAtStep20 = process.memoryUsage().rss;
+        allocatorAtStep20 = cpuAllocatorStats();
+      }
     }
 
     const rssAtStep200 = process.memoryUsage().rss;
@@ -80,6 +86,14 @@ describe("engine memory", () => {
       growth < toleranceBytes,
       `resident memory grew by ${(growth / 2 ** 20).toFixed(1)} MiB between steps 20 and 200; tolerance ${toleranceBytes / 2 ** 20} MiB`,
     );
+    const allocator = cpuAllocatorStats();
+    assert.ok(
+      allocator.mappedBytes <= allocatorAtStep20.mappedBytes,
+      `mapped CPU memory grew from ${allocatorAtStep20.mappedBytes} to ${allocator.mappedBytes} bytes between steps 20 and 200`,
+    );
+    const hits = allocator.hits - allocatorAtStep20.hits;
+    const misses = allocator.misses - allocatorAtStep20.misses;
+    assert.ok(hits > 4 * misses, `steps 21 to 200 reused ${hits} cached blocks and mapped ${misses} new ones`);
     assert.ok(Number.isFinite(tidy(() => x.mean().item())), "the sampler state stays finite");
 
     x.dispose();
@@ -152,6 +166,43 @@ describe("engine memory", () => {
     assert.equal(liveTensors(), start + 1, "a second dispose is a no-op");
     view.dispose();
     assert.equal(liveTensors(), start);
+  });
+
+  test("CPU allocator reuses freed blocks and releases its cache", () => {
+    const bytes = 256 * 1024;
+    zeros([bytes / 4]).dispose();
+    const before = cpuAllocatorStats();
+    assert.ok(before.cachedBytes >= bytes, `cache holds ${before.cachedBytes} bytes after freeing a ${bytes}-byte tensor`);
+    const again = zeros([bytes / 4]);
+    const during = cpuAllocatorStats();
+    assert.equal(during.hits, before.hits + 1, "a tensor of the same size reuses the cached block");
+    assert.equal(during.misses, before.misses);
+    assert.equal(during.mappedBytes, before.mappedBytes);
+    assert.deepEqual(Array.from(again.toFloat32().subarray(0, 4)), [0, 0, 0, 0], "zeros() clears a reused block");
+    again.dispose();
+
+    const released = releaseCpuCache();
+    const after = cpuAllocatorStats();
+    assert.ok(released >= bytes, `released ${released} bytes`);
+    assert.equal(after.cachedBytes, 0);
+    assert.equal(after.mappedBytes, during.mappedBytes - released);
+  });
+
+  test("CPU allocator cache stays below the peak of live memory", () => {
+    // Fresh process, so the peak is that of this loop: one tensor at a time, of 17 to 116 pages
+    // of 4 KiB, each of another size that no later request can reuse.
+    const child = runNode(`
+      const torch = require(${JSON.stringify(require.resolve("../src/torch"))});
+      const start = torch.cpuAllocatorStats();
+      for (let pages = 17; pages <= 116; pages++) torch.zeros([pages * 1024]).dispose();
+      console.log(JSON.stringify({ start, end: torch.cpuAllocatorStats() }));
+    `);
+    assert.equal(child.status, 0, child.stderr);
+    const { start, end } = JSON.parse(child.stdout) as Record<"start" | "end", { mappedBytes: number; misses: number }>;
+    assert.equal(start.mappedBytes, 0, "loading the engine maps no block");
+    assert.equal(end.misses, 100, "each size maps a new block");
+    const peak = 116 * 4096;
+    assert.ok(end.mappedBytes <= 2 * peak, `${end.mappedBytes} bytes mapped, more than twice the peak of ${peak} live bytes`);
   });
 
   test("tensor storage is reported to V8 as external memory", () => {

@@ -7,14 +7,17 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 #include <ATen/CPUGeneratorImpl.h>
-
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
+#include <mutex>
+#include <algorithm>
 #include <functional>
+#include <list>
 #include <sstream>
 #include <string>
 #include <unordered_map>
@@ -23,6 +26,144 @@
 namespace {
 
 std::atomic<int64_t> liveTensorCount{0};
+
+// ---------------------------------------------------------------------------------------------
+// CPU memory
+
+// libtorch's CPU allocator for this process. Blocks of 32 KiB or more are mapped with mmap and
+// kept after their tensor is freed, then handed out again for a request of the same page-rounded
+// size, so a loop that allocates the same shapes every step reuses resident pages instead of
+// faulting in fresh ones. The cache holds at most as many bytes as were ever live at once in
+// such blocks; beyond that the least recently freed blocks are unmapped. Mapped memory thus
+// stays below twice the peak of live tensor memory, whatever the sequence of shapes.
+//
+// Why not malloc: with glibc 2.36 a sampler loop that freed every tensor grew its resident set by
+// about one tensor per step, because freed blocks were served from the heap where the small
+// allocations of N-API wrappers, kept until garbage collection, pinned them. Fixing glibc's mmap
+// threshold stopped the growth, but faulting in fresh pages for every tensor cost a training step
+// of the benchmark block about 5x PyTorch's system time (test/engine-memory.test.ts, bench/engine.ts).
+class CachingCpuAllocator final : public c10::Allocator {
+ public:
+  static constexpr size_t kMinCachedBytes = 32 * 1024;
+
+  static CachingCpuAllocator& Instance() {
+    // Never destroyed: tensors freed during process exit still call Free.
+    static CachingCpuAllocator* instance = new CachingCpuAllocator();
+    return *instance;
+  }
+
+  c10::DataPtr allocate(size_t bytes) const override {
+    void* data = bytes < kMinCachedBytes ? c10::alloc_cpu(bytes) : Instance().TakeBlock(bytes);
+    return {data, data, &Free, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &Free; }
+
+  struct Stats {
+    size_t mappedBytes, cachedBytes;
+    uint64_t hits, misses;
+  };
+
+  Stats GetStats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {liveBytes_ + cachedBytes_, cachedBytes_, hits_, misses_};
+  }
+
+  // Unmaps every cached block; returns the bytes released.
+  size_t ReleaseCached() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    size_t released = cachedBytes_;
+    while (!lru_.empty()) EvictOldestLocked();
+    return released;
+  }
+
+ private:
+  struct CachedBlock {
+    void* data;
+    size_t size;
+  };
+  using LruList = std::list<CachedBlock>;
+
+  CachingCpuAllocator() : pageBytes_(static_cast<size_t>(sysconf(_SC_PAGESIZE))) {}
+
+  static void Free(void* data) {
+    if (data != nullptr && !Instance().ReturnBlock(data)) c10::free_cpu(data);
+  }
+
+  void* TakeBlock(size_t bytes) {
+    size_t size = (bytes + pageBytes_ - 1) / pageBytes_ * pageBytes_;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = bySize_.find(size);
+      if (it != bySize_.end() && !it->second.empty()) {
+        // The most recently freed block of this size, whose pages are the likeliest to be in cache.
+        LruList::iterator entry = it->second.back();
+        it->second.pop_back();
+        void* data = entry->data;
+        lru_.erase(entry);
+        cachedBytes_ -= size;
+        MarkLiveLocked(data, size);
+        hits_++;
+        return data;
+      }
+      misses_++;
+    }
+    void* data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (data == MAP_FAILED) {
+      ReleaseCached();
+      data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    }
+    TORCH_CHECK(data != MAP_FAILED, "CPU allocation of ", bytes, " bytes failed: out of memory");
+    std::lock_guard<std::mutex> lock(mutex_);
+    MarkLiveLocked(data, size);
+    return data;
+  }
+
+  void MarkLiveLocked(void* data, size_t size) {
+    live_[data] = size;
+    liveBytes_ += size;
+    peakLiveBytes_ = std::max(peakLiveBytes_, liveBytes_);
+  }
+
+  // Caches a block that TakeBlock handed out; false for memory from c10::alloc_cpu.
+  bool ReturnBlock(void* data) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = live_.find(data);
+    if (it == live_.end()) return false;
+    size_t size = it->second;
+    live_.erase(it);
+    liveBytes_ -= size;
+    lru_.push_back({data, size});
+    bySize_[size].push_back(std::prev(lru_.end()));
+    cachedBytes_ += size;
+    while (cachedBytes_ > peakLiveBytes_ && !lru_.empty()) EvictOldestLocked();
+    return true;
+  }
+
+  // Unmaps the least recently freed block. It is also the oldest of its size, so it sits at the
+  // front of that size's list.
+  void EvictOldestLocked() {
+    CachedBlock oldest = lru_.front();
+    auto& sameSize = bySize_[oldest.size];
+    sameSize.erase(sameSize.begin());
+    if (sameSize.empty()) bySize_.erase(oldest.size);
+    lru_.pop_front();
+    munmap(oldest.data, oldest.size);
+    cachedBytes_ -= oldest.size;
+  }
+
+  const size_t pageBytes_;
+  std::mutex mutex_;
+  std::unordered_map<void*, size_t> live_;
+  LruList lru_;
+  // Per size, the cached blocks' entries in lru_, least recently freed first.
+  std::unordered_map<size_t, std::vector<LruList::iterator>> bySize_;
+  size_t liveBytes_ = 0;
+  size_t peakLiveBytes_ = 0;
+  size_t cachedBytes_ = 0;
+  uint64_t hits_ = 0;
+  uint64_t misses_ = 0;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Tensor handle
@@ -391,6 +532,18 @@ OP(isDisposed) {
   return Napi::Boolean::New(info.Env(), !NativeTensor::Unwrap(info[0].As<Napi::Object>())->live());
 }
 OP(liveCount) { return Napi::Number::New(info.Env(), static_cast<double>(liveTensorCount.load())); }
+OP(cpuAllocatorStats) {
+  auto stats = CachingCpuAllocator::Instance().GetStats();
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("mappedBytes", static_cast<double>(stats.mappedBytes));
+  out.Set("cachedBytes", static_cast<double>(stats.cachedBytes));
+  out.Set("hits", static_cast<double>(stats.hits));
+  out.Set("misses", static_cast<double>(stats.misses));
+  return out;
+}
+OP(releaseCpuCache) {
+  return Napi::Number::New(info.Env(), static_cast<double>(CachingCpuAllocator::Instance().ReleaseCached()));
+}
 OP(externalMemory) {
   // Adjusting by zero returns the total that this process has reported to V8 as external memory.
   int64_t total = 0;
@@ -808,20 +961,9 @@ OP(version) {
                                            std::to_string(TORCH_VERSION_PATCH));
 }
 
-// Fixes glibc's mmap threshold at its initial 128 KiB, so that tensor storage of that size or more
-// is always mmapped and returned to the system on free. Left dynamic, glibc raises the threshold
-// after the first such free and serves later tensors from the heap, where the small allocations
-// that N-API wrappers keep until garbage collection pin the freed blocks: a sampler loop that
-// frees every tensor then grew its resident set by about one tensor per step (glibc 2.36,
-// measured by test/engine-memory.test.ts). MALLOC_MMAP_THRESHOLD_ in the environment wins.
-void FixMmapThreshold() {
-#ifdef __GLIBC__
-  if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-#endif
-}
-
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  FixMmapThreshold();
+  // Priority 1 outranks the default allocator that libtorch registers with priority 0.
+  c10::SetCPUAllocator(&CachingCpuAllocator::Instance(), 1);
   Napi::Function tensorClass = NativeTensor::Define(env);
   NativeTensor::constructor = new Napi::FunctionReference(Napi::Persistent(tensorClass));
   exports.Set("NativeTensor", tensorClass);
@@ -833,7 +975,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT(fromBuffer); EXPORT(toBuffer); EXPORT(item);
   EXPORT(zeros); EXPORT(ones); EXPORT(full); EXPORT(randn); EXPORT(rand); EXPORT(randint);
   EXPORT(randperm); EXPORT(arange); EXPORT(linspace);
-  EXPORT(shape); EXPORT(dtype); EXPORT(device); EXPORT(dispose); EXPORT(isDisposed); EXPORT(liveCount); EXPORT(externalMemory);
+  EXPORT(shape); EXPORT(dtype); EXPORT(device); EXPORT(dispose); EXPORT(isDisposed); EXPORT(liveCount); EXPORT(externalMemory); EXPORT(cpuAllocatorStats); EXPORT(releaseCpuCache);
   EXPORT(reshape); EXPORT(permute); EXPORT(transpose); EXPORT(contiguous); EXPORT(clone);
   EXPORT(slice); EXPORT(select); EXPORT(indexSelect); EXPORT(gather); EXPORT(scatterAdd); EXPORT(indexAdd);
   EXPORT(cat); EXPORT(stack); EXPORT(squeeze); EXPORT(unsqueeze); EXPORT(flatten); EXPORT(expand);

@@ -94,6 +94,27 @@ export function externalMemoryBytes(): number {
   return native.externalMemory() as number;
 }
 
+/** Counters of the engine's CPU allocator, which caches freed blocks of 32 KiB or more for reuse. */
+export interface CpuAllocatorStats {
+  /** Bytes mapped for blocks of 32 KiB or more: live tensor storage plus the cache. */
+  mappedBytes: number;
+  /** Bytes of freed blocks kept for reuse. */
+  cachedBytes: number;
+  /** Requests served from the cache. */
+  hits: number;
+  /** Requests that mapped a new block. */
+  misses: number;
+}
+
+export function cpuAllocatorStats(): CpuAllocatorStats {
+  return native.cpuAllocatorStats() as CpuAllocatorStats;
+}
+
+/** Unmaps every cached CPU block, returning its memory to the system; returns the bytes released. */
+export function releaseCpuCache(): number {
+  return native.releaseCpuCache() as number;
+}
+
 /** Disposes every tensor in a value (tensor, array, map or plain object of them). */
 export function disposeAll(value: unknown): void {
   const found = new Set<Tensor>();
