@@ -3,7 +3,8 @@
 //   node dist/bench/data.js [--showers N] [--feature-showers N]
 //
 // 1. Reading a gzip dataset 2 file written by h5py (h5py's default chunking), with h5wasm and with
-//    h5py itself, in blocks of 1000 showers, in MB/s of decoded float32 data. The same showers
+//    h5py itself, in the same blocks of about 1024 showers aligned to the file's chunks, in MB/s
+//    of decoded float32 data. The same showers
 //    are also read from a file that caloscore wrote (chunks of whole rows).
 // 2. High-level features of --feature-showers dataset 2 showers (default 100000, computed as
 //    repeated passes over the showers in memory), beside numpy computing the same features once.
@@ -15,7 +16,7 @@ import * as path from "node:path";
 
 import { loadGeometry } from "../src/calo/binning";
 import { allocateFeatures, computeFeaturesInto, hitThreshold } from "../src/calo/features";
-import { createShowerFile, initHdf5, openShowerFile } from "../src/calo/hdf5";
+import { blockRows, createShowerFile, initHdf5, openShowerFile } from "../src/calo/hdf5";
 import { cartesianGrid, cellShares, fromCartesian, toCartesian } from "../src/calo/voxelize";
 import { writeFixture } from "../test/helpers/caloFixtures";
 import { runPython, temporaryFolder } from "../test/helpers/caloPython";
@@ -25,7 +26,7 @@ function argument(name: string, fallback: number): number {
   return i >= 0 && i + 1 < process.argv.length ? Number(process.argv[i + 1]) : fallback;
 }
 
-const blockRows = 1000;
+const writeRows = 1000;
 
 const h5pyReadScript = `
 import sys, time, json, h5py
@@ -35,8 +36,9 @@ for attempt in range(2):
     values = 0
     with h5py.File(sys.argv[1], "r") as f:
         d = f["showers"]
-        for start in range(0, d.shape[0], ${blockRows}):
-            values += d[start:start + ${blockRows}].size
+        rows = int(sys.argv[2])
+        for start in range(0, d.shape[0], rows):
+            values += d[start:start + rows].size
     seconds = time.perf_counter() - started
     best = seconds if best is None else min(best, seconds)
 print(json.dumps({"seconds": best, "bytes": values * 4}))
@@ -72,15 +74,16 @@ sparsity = (s <= 0.0151).mean(axis=2)
 print(json.dumps({"seconds": time.perf_counter() - started, "showers": s.shape[0]}))
 `;
 
-function readThroughput(file: string): { seconds: number; bytes: number } {
+/** Reads every shower of `file` in blocks of `rows`, twice, and returns the faster pass. */
+function readThroughput(file: string, rows: number): { seconds: number; bytes: number } {
   let best = Infinity;
   let bytes = 0;
   for (let attempt = 0; attempt < 2; attempt += 1) {
     const started = performance.now();
     const shower = openShowerFile(file);
     bytes = 0;
-    for (let start = 0; start < shower.count; start += blockRows) {
-      bytes += shower.readShowers(start, Math.min(start + blockRows, shower.count)).byteLength;
+    for (let start = 0; start < shower.count; start += rows) {
+      bytes += shower.readShowers(start, Math.min(start + rows, shower.count)).byteLength;
     }
     shower.close();
     best = Math.min(best, (performance.now() - started) / 1000);
@@ -105,8 +108,8 @@ async function main(): Promise<void> {
   const ownFile = path.join(folder, "caloscore-ds2.h5");
   const writeStarted = performance.now();
   const writer = createShowerFile(ownFile, geometry.voxelCount);
-  for (let start = 0; start < showerCount; start += blockRows) {
-    const end = Math.min(start + blockRows, showerCount);
+  for (let start = 0; start < showerCount; start += writeRows) {
+    const end = Math.min(start + writeRows, showerCount);
     writer.append(energies.subarray(start, end), showers.subarray(start * geometry.voxelCount, end * geometry.voxelCount));
   }
   writer.finish();
@@ -116,10 +119,19 @@ async function main(): Promise<void> {
   for (const value of showers) if (value > 0) nonzero += 1;
 
   console.log("reading...");
-  const h5py = JSON.parse(runPython(h5pyReadScript, [h5pyFile], 600_000)) as { seconds: number; bytes: number };
-  const h5wasm = readThroughput(h5pyFile);
-  const h5pyOwn = JSON.parse(runPython(h5pyReadScript, [ownFile], 600_000)) as { seconds: number; bytes: number };
-  const h5wasmOwn = readThroughput(ownFile);
+  // Both readers use the same blocks: about 1024 rows, aligned to the file's HDF5 chunks.
+  const rowsOf = (file: string): number => {
+    const shower = openShowerFile(file);
+    const rows = blockRows(shower);
+    shower.close();
+    return rows;
+  };
+  const h5pyRows = rowsOf(h5pyFile);
+  const ownRows = rowsOf(ownFile);
+  const h5py = JSON.parse(runPython(h5pyReadScript, [h5pyFile, String(h5pyRows)], 600_000)) as { seconds: number; bytes: number };
+  const h5wasm = readThroughput(h5pyFile, h5pyRows);
+  const h5pyOwn = JSON.parse(runPython(h5pyReadScript, [ownFile, String(ownRows)], 600_000)) as { seconds: number; bytes: number };
+  const h5wasmOwn = readThroughput(ownFile, ownRows);
   const rate = (measure: { seconds: number; bytes: number }): number => measure.bytes / measure.seconds / 1e6;
 
   console.log("features...");
@@ -162,6 +174,7 @@ async function main(): Promise<void> {
     machine: `${process.arch}, node ${process.version}`,
     read: {
       showers: showerCount,
+      blockRows: { h5pyFile: h5pyRows, caloscoreFile: ownRows },
       decodedMB: h5wasm.bytes / 1e6,
       h5pyFileMBPerSecond: { h5wasm: rate(h5wasm), h5py: rate(h5py), ratio: rate(h5wasm) / rate(h5py) },
       caloscoreFileMBPerSecond: { h5wasm: rate(h5wasmOwn), h5py: rate(h5pyOwn), ratio: rate(h5wasmOwn) / rate(h5pyOwn) },

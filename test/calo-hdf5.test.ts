@@ -4,7 +4,7 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
-import { createShowerFile, initHdf5, openShowerFile, readArray, writeArrays } from "../src/calo/hdf5";
+import { blockRows, createShowerFile, initHdf5, openShowerFile, readArray, writeArrays } from "../src/calo/hdf5";
 import { FixtureDefect, writeFixture } from "./helpers/caloFixtures";
 import { runPython, temporaryFolder } from "./helpers/caloPython";
 
@@ -108,6 +108,9 @@ test("written file matches h5py layout and values", () => {
   assert.equal(layout.incident_energies.compression, "gzip");
   assertSameFloats(readRaw(`${target}.showers.bin`), showers, "showers read by h5py");
   assertSameFloats(readRaw(`${target}.incident_energies.bin`), energies, "energies read by h5py");
+  const reopened = openShowerFile(target);
+  assert.equal(reopened.chunkRows, 16);
+  reopened.close();
 
   const fast = path.join(folder, "written-level1.h5");
   const fastWriter = createShowerFile(fast, voxels, { gzipLevel: 1 });
@@ -244,4 +247,13 @@ with h5py.File(sys.argv[1], "r") as f:
   assert.deepEqual(back.shape, [3, 4]);
   assert.ok(Number.isNaN(back.data[5]));
   assert.equal(back.data[11], 1.75);
+});
+
+test("read blocks align to chunks", () => {
+  assert.equal(blockRows({ voxels: 6480, chunkRows: 157 }), 7 * 157);
+  assert.equal(blockRows({ voxels: 6480, chunkRows: 0 }), 1024);
+  assert.equal(blockRows({ voxels: 40500, chunkRows: 6 }), 171 * 6);
+  assert.equal(blockRows({ voxels: 368, chunkRows: 1000 }), 1000);
+  // A chunk taller than the 256 MiB read limit cannot be aligned to; the limit wins.
+  assert.equal(blockRows({ voxels: 40500, chunkRows: 5000 }, 5000), Math.floor(256 * 2 ** 20 / (4 * 40500)));
 });

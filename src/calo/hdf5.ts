@@ -127,6 +127,8 @@ export interface ShowerFile {
   count: number;
   voxels: number;
   dataset: DatasetName;
+  /** Rows per HDF5 chunk of `showers`, or 0 when the dataset is not chunked. */
+  chunkRows: number;
   close(): void;
   /** Incident energies of showers [start, end) in MeV, shape [end - start]. */
   readEnergies(start?: number, end?: number): Float32Array;
@@ -181,6 +183,7 @@ class Hdf5ShowerFile implements ShowerFile {
   readonly count: number;
   readonly voxels: number;
   readonly dataset: DatasetName;
+  readonly chunkRows: number;
   private readonly file: H5.File;
   private readonly energies: H5.Dataset;
   private readonly showers: H5.Dataset;
@@ -208,6 +211,7 @@ class Hdf5ShowerFile implements ShowerFile {
       }
       this.count = showerShape[0];
       this.voxels = showerShape[1];
+      this.chunkRows = this.showers.metadata.chunks?.[0] ?? 0;
       if (energyShape[0] !== this.count) {
         throw new Error(`${this.name} has ${energyShape[0]} incident_energies but ${this.count} showers; expected equal counts`);
       }
@@ -281,7 +285,7 @@ class Hdf5ShowerFile implements ShowerFile {
   }
 
   private checkShowers(): void {
-    const rows = rowsPerRead(this.voxels);
+    const rows = blockRows(this);
     for (let start = 0; start < this.count; start += rows) {
       const end = Math.min(start + rows, this.count);
       const block = this.readShowers(start, end);
@@ -314,7 +318,7 @@ class Hdf5ShowerFile implements ShowerFile {
 
   readShowers(start: number, end: number): Float32Array {
     this.checkRange(start, end, "showers");
-    const rows = rowsPerRead(this.voxels);
+    const rows = blockRows(this, rowsPerRead(this.voxels));
     if (end - start <= rows) return this.readShowerBlock(start, end);
 
     // Large requests are assembled from blocks so no single h5wasm call exceeds its heap.
@@ -341,6 +345,19 @@ class Hdf5ShowerFile implements ShowerFile {
 /** Rows per h5wasm read: at most 256 MiB of float32 data and at most 4096 rows. */
 export function rowsPerRead(voxels: number): number {
   return Math.max(1, Math.min(4096, Math.floor(maxBytesPerRead / (4 * Math.max(1, voxels)))));
+}
+
+/**
+ * Returns a block height for reading `file` row block by row block: about `targetRows` rows, at
+ * most rowsPerRead, and a multiple of the HDF5 chunk height where possible. Aligned blocks decode
+ * each chunk once; unaligned ones decode the chunks they cut twice, as the chunk cache is small.
+ */
+export function blockRows(file: Pick<ShowerFile, "voxels" | "chunkRows">, targetRows = 1024): number {
+  const limit = rowsPerRead(file.voxels);
+  const target = Math.max(1, Math.min(targetRows, limit));
+  if (file.chunkRows <= 0 || file.chunkRows > limit) return target;
+  const chunks = Math.max(1, Math.round(target / file.chunkRows));
+  return Math.min(chunks, Math.floor(limit / file.chunkRows)) * file.chunkRows;
 }
 
 /** Opens a CaloChallenge shower file and checks its structure (and, with `validate`, every value). */

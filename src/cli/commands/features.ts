@@ -2,7 +2,7 @@
 // to an HDF5 file.
 import { loadGeometry, parseDatasetName } from "../../calo/binning";
 import { allocateFeatures, computeFeaturesInto, evaluationCut, hitThreshold } from "../../calo/features";
-import { initHdf5, openShowerFile, rowsPerRead, writeArrays } from "../../calo/hdf5";
+import { blockRows, initHdf5, openShowerFile, writeArrays } from "../../calo/hdf5";
 import { optionalNumber, parseOptions, requireString } from "../args";
 
 export const summary = "compute per-shower high-level features (energies, centres, widths, sparsity)";
@@ -51,7 +51,7 @@ export async function run(args: string[]): Promise<number> {
   const file = openShowerFile(inputPath, { dataset });
   const features = allocateFeatures(geometry, file.count);
   try {
-    const rows = Math.min(rowsPerRead(file.voxels), 2048);
+    const rows = blockRows(file);
     for (let start = 0; start < file.count; start += rows) {
       const end = Math.min(start + rows, file.count);
       computeFeaturesInto(features, start, geometry, file.readEnergies(start, end), file.readShowers(start, end), { threshold, cut });

@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 
 import { DatasetName, loadGeometry, parseDatasetName } from "../../calo/binning";
-import { ShowerFile, incidentEnergyRange, initHdf5, openShowerFile, rowsPerRead } from "../../calo/hdf5";
+import { ShowerFile, incidentEnergyRange, blockRows, initHdf5, openShowerFile } from "../../calo/hdf5";
 import { flag, optionalString, parseOptions } from "../args";
 
 export const summary = "describe a shower file: counts, energies, dataset, memory needed, validation";
@@ -44,7 +44,7 @@ interface ScanResult {
 /** Reads every shower block by block for E_tot / E_inc and occupancy. */
 function scanShowers(file: ShowerFile, energies: Float32Array): ScanResult {
   const started = performance.now();
-  const rows = Math.min(rowsPerRead(file.voxels), 2048);
+  const rows = blockRows(file);
   let ratioSum = 0;
   let nonzero = 0;
   for (let start = 0; start < file.count; start += rows) {
