@@ -13,6 +13,7 @@ import { prepareRun, simulateBatch } from "../src/simulate/batch";
 import { Calorimeter, SILICON, TUNGSTEN, calorimeterFor, effectiveMedium } from "../src/simulate/detector";
 import { DATASET1_COUNTS, DATASET1_ENERGIES_MEV, apportion } from "../src/simulate/energies";
 import { longitudinalDistribution, radialContainment, radialProfile, showerShape } from "../src/simulate/gflash";
+import { predictProfiles } from "../src/simulate/prediction";
 import { Rng, showerRng } from "../src/simulate/random";
 import { simulateToFile } from "../src/simulate/run";
 import { ShowerSimulator, VoxelLayout } from "../src/simulate/shower";
@@ -435,4 +436,45 @@ test("worker failure removes the partial file", async () => {
   );
   assert.ok(!fs.existsSync(file), `${file} is not written`);
   assert.ok(!fs.existsSync(`${file}.partial`), `${file}.partial is removed`);
+});
+
+test("voxel profiles match the prediction", () => {
+  // Dataset 2 binning (evenly spaced r edges) and dataset 1 binning (uneven edges, alpha bins,
+  // photons with conversion depth and dead material).
+  for (const [dataset, energyGeV, count] of [["2", 20, 400], ["1-photons", 65.536, 1500]] as const) {
+    const calorimeter = calorimeterFor(dataset);
+    const geometry = loadGeometry(dataset);
+    const simulator = new ShowerSimulator(calorimeter, geometry);
+    const energyMeV = energyGeV * 1000;
+    const showers = simulateFixed(simulator, energyMeV, count, 17);
+
+    for (const range of calorimeter.ranges) {
+      const layer = geometry.layers.find((candidate) => candidate.id === range.layer);
+      assert.ok(layer !== undefined, `dataset ${dataset}: binning has layer ${range.layer}`);
+      const rBins = layer.rEdges.length - 1;
+      const predicted = predictProfiles({ ...calorimeter, ranges: [range] }, energyMeV, layer.rEdges);
+
+      // Per-shower fractions of the incident energy: the layer total, then each r bin.
+      const perShower = Array.from({ length: rBins + 1 }, () => new Float64Array(count));
+      for (let i = 0; i < count; i++) {
+        for (let v = 0; v < layer.voxelCount; v++) {
+          const value = showers[i * geometry.voxelCount + layer.firstVoxel + v] / energyMeV;
+          perShower[0][i] += value;
+          perShower[1 + (v % rBins)][i] += value;
+        }
+      }
+      const expectations = [predicted.layerFractions[0], ...predicted.radialFractions];
+      expectations.forEach((expected, k) => {
+        if (expected < 0.005) return;
+        const simulated = mean(perShower[k]);
+        // Four standard errors of the simulated mean, plus 0.5% for the quadrature grid.
+        const tolerance = (4 * standardDeviation(perShower[k])) / Math.sqrt(count) + 0.005 * expected;
+        const what = k === 0 ? "layer total" : `r bin ${k - 1}`;
+        assert.ok(
+          Math.abs(simulated - expected) < tolerance,
+          `dataset ${dataset} layer ${range.layer} ${what}: energy fraction ${simulated.toFixed(5)}, predicted ${expected.toFixed(5)}, tolerance ${tolerance.toFixed(5)}`,
+        );
+      });
+    }
+  }
 });

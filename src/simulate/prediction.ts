@@ -3,6 +3,7 @@
 // simulated showers should reproduce.
 import type { Calorimeter } from "./detector";
 import { PHOTON_CONVERSION_DEPTH_X0, longitudinalDistribution, radialContainment, radialProfile, showerShape } from "./gflash";
+import { stepEdges } from "./shower";
 import { regularizedGammaP } from "./special";
 
 /** Mean energy per readout range and per r bin, as fractions of the incident energy. */
@@ -44,19 +45,21 @@ export function predictProfiles(calorimeter: Calorimeter, energyMeV: number, rEd
       for (const startDepth of startDepths) {
         weightSum += weight;
         ranges.forEach((range, index) => {
-          const front = Math.max(0, range.start - startDepth);
-          const back = Math.max(0, range.end - startDepth);
-          if (back <= 0) return;
-          const fraction = regularizedGammaP(shape.alpha, shape.beta * back) - regularizedGammaP(shape.alpha, shape.beta * front);
-          // One radial profile per range, taken at its middle depth. The simulator steps at most
-          // 1 X0 at a time, so this is coarser than the simulation in thick ranges (dataset 1).
-          radialProfile(medium, energyMeV, 0.5 * (front + back) * shape.tauPerX0, profile);
-          layerFractions[index] += weight * fraction * radialContainment(profile, rEdges[rEdges.length - 1]);
-          let inner = 0;
-          for (let r = 0; r < radialFractions.length; r++) {
-            const outer = radialContainment(profile, rEdges[r + 1]);
-            radialFractions[r] += weight * fraction * (outer - inner);
-            inner = outer;
+          // The same depth steps as the simulator, each with the radial profile of its middle.
+          const edges = stepEdges(range.start, range.end);
+          for (let k = 0; k + 1 < edges.length; k++) {
+            const front = Math.max(0, edges[k] - startDepth);
+            const back = Math.max(0, edges[k + 1] - startDepth);
+            if (back <= 0) continue;
+            const fraction = regularizedGammaP(shape.alpha, shape.beta * back) - regularizedGammaP(shape.alpha, shape.beta * front);
+            radialProfile(medium, energyMeV, 0.5 * (front + back) * shape.tauPerX0, profile);
+            layerFractions[index] += weight * fraction * radialContainment(profile, rEdges[rEdges.length - 1]);
+            let inner = 0;
+            for (let r = 0; r < radialFractions.length; r++) {
+              const outer = radialContainment(profile, rEdges[r + 1]);
+              radialFractions[r] += weight * fraction * (outer - inner);
+              inner = outer;
+            }
           }
         });
       }

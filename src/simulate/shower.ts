@@ -37,6 +37,15 @@ export interface VoxelLayout {
  */
 const MAX_STEP_X0 = 1;
 
+/** Splits a depth range into equal steps of at most MAX_STEP_X0; returns the step edges in X0. */
+export function stepEdges(start: number, end: number): number[] {
+  const count = Math.max(1, Math.ceil((end - start) / MAX_STEP_X0 - 1e-9));
+  const edges = [start];
+  for (let i = 1; i < count; i++) edges.push(start + (i * (end - start)) / count);
+  edges.push(end);
+  return edges;
+}
+
 /** Energy fractions below this are not deposited (less than 1 keV of a 1 TeV shower). */
 const NEGLIGIBLE_FRACTION = 1e-9;
 
@@ -72,12 +81,11 @@ function buildSteps(calorimeter: Calorimeter, layout: VoxelLayout): Step[] {
       if (Math.abs(rEdges[i] - i * width) > 1e-9 * rEdges[rBins]) uniform = false;
     }
 
-    const count = Math.max(1, Math.ceil((range.end - range.start) / MAX_STEP_X0 - 1e-9));
-    const length = (range.end - range.start) / count;
-    for (let i = 0; i < count; i++) {
+    const edges = stepEdges(range.start, range.end);
+    for (let i = 0; i + 1 < edges.length; i++) {
       steps.push({
-        start: range.start + i * length,
-        end: i === count - 1 ? range.end : range.start + (i + 1) * length,
+        start: edges[i],
+        end: edges[i + 1],
         firstVoxel: bins.firstVoxel,
         alphaBins: bins.alphaBins,
         rEdges,
