@@ -384,7 +384,12 @@ test("same seed gives identical files", async () => {
   await simulateToFile(request, second, { chunk: 25, threads: 1 });
   assert.ok(fs.readFileSync(first).equals(fs.readFileSync(second)), "two runs with seed 42 give the same bytes");
 
-  // Other chunking and two worker threads: the same arrays (the HDF5 chunk layout may differ).
+  // Two worker threads with the same chunk: the same bytes.
+  const threaded = path.join(folder, "repeat-threads.h5");
+  await simulateToFile(request, threaded, { chunk: 25, threads: 2 });
+  assert.ok(fs.readFileSync(first).equals(fs.readFileSync(threaded)), "two threads give the same bytes as one");
+
+  // Other chunking and two worker threads: the same arrays (appending other pieces changes the HDF5 layout).
   await simulateToFile(request, split, { chunk: 7, threads: 2 });
   const compare = `
 import sys, h5py, numpy as np

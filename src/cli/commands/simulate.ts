@@ -12,7 +12,8 @@ Simulates N electromagnetic showers with the GFlash parametrisation in the detec
 dataset and writes them in the CaloChallenge format (incident_energies and showers, MeV).
 Incident energies follow the dataset (1-photons: 15 energies 256 MeV .. 4194.304 GeV with the
 real set's shares; 2 and 3: log-uniform 1 GeV .. 1 TeV) unless --energies is given. The same
-seed gives the same file for any --chunk and --threads.
+seed gives the same showers for any --chunk and --threads, and the same bytes for the same
+--chunk (the HDF5 layout depends on how the showers are appended).
 
 options:
   --dataset NAME    1-photons, 2 or 3
