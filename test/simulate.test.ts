@@ -474,10 +474,10 @@ test("voxel profiles match the prediction", () => {
         const simulated = mean(perShower[k]);
         // Four standard errors of the simulated mean, plus 0.5% for the quadrature grid.
         const tolerance = (4 * standardDeviation(perShower[k])) / Math.sqrt(count) + 0.005 * expected;
-        const what = k === 0 ? "layer total" : `r bin ${k - 1}`;
+        const quantity = k === 0 ? "layer total" : `r bin ${k - 1}`;
         assert.ok(
           Math.abs(simulated - expected) < tolerance,
-          `dataset ${dataset} layer ${range.layer} ${what}: energy fraction ${simulated.toFixed(5)}, predicted ${expected.toFixed(5)}, tolerance ${tolerance.toFixed(5)}`,
+          `dataset ${dataset} layer ${range.layer} ${quantity}: energy fraction ${simulated.toFixed(5)}, predicted ${expected.toFixed(5)}, tolerance ${tolerance.toFixed(5)}`,
         );
       });
     }

@@ -1,6 +1,6 @@
-// Seeded pseudo-random numbers for the shower simulator: xoshiro128** (Blackman and Vigna)
-// seeded through a 32-bit integer hash, with one independent stream per shower so that a file's
-// content depends only on (seed, shower index), never on chunking or on the number of workers.
+// Seeded pseudo-random numbers for the shower simulator: xoshiro128** (Blackman and Vigna),
+// seeded through a 32-bit integer hash. Each shower has its own stream, so a file's content
+// depends only on (seed, shower index) and never on chunking or on the number of workers.
 
 /** 32-bit integer hash with full avalanche (the "lowbias32" finaliser published by C. Wellons). */
 function mix32(value: number): number {
