@@ -8,6 +8,8 @@
 // or equal shares without one). Some cells contain no voxel centre: the corners outside the disc,
 // and, in dataset 2, cells near the axis that the innermost ring skips. Energy that a model puts
 // there goes to the nearest cell that has voxels, so every layer's energy is kept exactly.
+// NOTE: the round trip is lossy within a cell. On the synthetic dataset 2 showers of bench/data.ts
+// the relative L1 voxel error is 0.11 with the mean-deposit prior and 0.17 with equal shares.
 //
 // Cylindrical: the file's own voxel order is already [layers, alpha, r], so that layout is the
 // identity; the model treats alpha as periodic (circular padding).
