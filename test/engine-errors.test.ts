@@ -1,5 +1,5 @@
 // libtorch exceptions become JavaScript Errors that carry libtorch's message, the op's name and
-// the shapes and dtypes of the tensor arguments; the process survives every one of them.
+// the shapes and dtypes of the tensor arguments. The process survives every one of them.
 import * as assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { cat, cudaAvailable, DType, Device, F, liveTensors, ones, randn, Tensor, tensor, tidy, zeros } from "../src/torch";
@@ -17,8 +17,8 @@ function errorOf(fn: () => unknown): Error {
 }
 
 /**
- * Bad calls with the same arguments in the engine and in PyTorch; the engine's message must be
- * `${op}(${shapes}): ` followed by PyTorch's message for the same failure.
+ * Invalid calls with the same arguments in the engine and in PyTorch. The engine's message must
+ * be `${op}(${shapes}): ` followed by PyTorch's message for the same failure.
  */
 const libtorchCases: { name: string; op: string; shapes: string; run: () => unknown; python: string }[] = [
   {

@@ -3,7 +3,7 @@
 // every reference; the inputs travel in a safetensors file.
 import * as assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { F, Generator, keep, manualSeed, nn, ones, optim, randn, Tensor, tensor, tidy, disposeAll } from "../src/torch";
+import { disposeAll, F, Generator, manualSeed, nn, ones, optim, randn, Tensor, tensor, tidy } from "../src/torch";
 import { assertClose, runTorch } from "./helpers/engine";
 
 const adamSteps = 5;

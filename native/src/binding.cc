@@ -31,8 +31,8 @@ std::atomic<int64_t> liveTensorCount{0};
 // CPU memory
 
 // libtorch's CPU allocator for this process. Blocks of 32 KiB or more are mapped with mmap and
-// kept after their tensor is freed, then handed out again for a request of the same page-rounded
-// size, so a loop that allocates the same shapes every step reuses resident pages instead of
+// kept after their tensor is freed. A later request of the same page-rounded size reuses such a
+// block, so a loop that allocates the same shapes every step finds resident pages instead of
 // faulting in fresh ones. The cache holds at most as many bytes as were ever live at once in
 // such blocks; beyond that the least recently freed blocks are unmapped. Mapped memory thus
 // stays below twice the peak of live tensor memory, whatever the sequence of shapes.
@@ -373,7 +373,7 @@ std::string DescribeArguments(const Napi::CallbackInfo& info) {
 
 Napi::Value Fail(const Napi::CallbackInfo& info, const char* op, const std::string& message) {
   // unary, binary and inplace take the op's name ("exp", "add") as their first argument, and
-  // that name tells the caller more than the dispatcher's.
+  // that name is more useful to the caller than the dispatcher's.
   std::string name = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : op;
   std::string text = name + "(" + DescribeArguments(info) + "): " + message;
   Napi::Error::New(info.Env(), text).ThrowAsJavaScriptException();

@@ -167,8 +167,8 @@ def write_safetensors(path, arrays):
 
 /**
  * Runs `body` in Debian's Python with torch imported, `inputs` bound to a dict of NumPy arrays
- * (the given tensors) and `outputs` to an empty dict that the body fills; returns the outputs as
- * engine tensors in the current tidy scope.
+ * (the given tensors) and `outputs` bound to an empty dict that the body fills. Returns the
+ * outputs as engine tensors in the current tidy scope.
  */
 export function runTorch(body: string, inputs: Map<string, Tensor>): Map<string, Tensor> {
   const folder = makeTemporaryFolder("torch");
