@@ -151,7 +151,7 @@ test("bounded line fit and its error", () => {
   closeTo(exact.intercept, 2, 1e-12, "intercept");
   closeTo(exact.slope, 3, 1e-12, "slope");
   closeTo(exact.interceptError, 0, 1e-6, "error");
-  // Negative free intercept: the bound holds it at zero.
+  // Negative free intercept: the bound keeps it at zero.
   const bounded = fitNonNegativeLine(x, x.map((v) => -1 + v));
   assert.equal(bounded.intercept, 0);
   // Noisy line: error = sqrt(sxx / det * SSR / (n - 2)) from the free fit.
@@ -190,7 +190,8 @@ test("FPD of Gaussians recovers the mean shift", () => {
   // Equal unit Gaussians: 0; mean shifted by 1 in one feature: 1.
   closeTo(sameDistance.value, 0, 0.01, "same distribution");
   closeTo(shiftedDistance.value, 1, 0.08, "shifted");
-  assert.ok(shiftedDistance.error >= 0 && shiftedDistance.error < 0.1, `error ${shiftedDistance.error}`);
+  assert.ok(shiftedDistance.error >= 0, `error ${shiftedDistance.error}`);
+  assert.ok(shiftedDistance.error < 0.1, `error ${shiftedDistance.error}`);
 });
 
 test("KPD near zero for same, positive for shifted", () => {
@@ -207,20 +208,22 @@ test("KPD near zero for same, positive for shifted", () => {
 test("polynomial MMD matches numpy", () => {
   const x = featureMatrix(3, 50, 41, 0);
   const y = featureMatrix(3, 40, 42, 0.5);
-  const script = `
+  for (const degree of [3, 4]) {
+    const script = `
 import sys, json
 import numpy as np
 x, y = (np.array(v).reshape(-1, 3) for v in json.loads(sys.argv[1]))
 d = 3
-k = lambda a, b: (a @ b.T / d + 1) ** 3
+k = lambda a, b: (a @ b.T / d + 1) ** ${degree}
 kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
 n, m = len(x), len(y)
 print((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
 `;
-  const expected = Number(runPython(script, [JSON.stringify([Array.from(x.values), Array.from(y.values)])]));
-  // kpd draws batches with replacement, so the estimator itself is compared.
-  const found = mmdPolynomialUnbiased(tensor(x.values, [50, 3]), tensor(y.values, [40, 3]));
-  closeTo(found, expected, 1e-5 * Math.max(1, Math.abs(expected)), "MMD");
+    const expected = Number(runPython(script, [JSON.stringify([Array.from(x.values), Array.from(y.values)])]));
+    // kpd draws batches with replacement, so the estimator itself is compared.
+    const found = mmdPolynomialUnbiased(tensor(x.values, [50, 3]), tensor(y.values, [40, 3]), degree);
+    closeTo(found, expected, 1e-5 * Math.max(1, Math.abs(expected)), `MMD degree ${degree}`);
+  }
 });
 
 test("weighted EMD equals sample EMD", () => {

@@ -1,7 +1,7 @@
 // A binary classifier trained to tell generated showers from reference showers, following the
-// CaloChallenge protocol: a fully connected network with two hidden layers, a balanced
-// train/validation/test split (60/20/20), early stopping on the validation loss, and the AUC
-// and a Jensen-Shannon divergence estimate reported on the held-out test set.
+// CaloChallenge protocol. It is a fully connected network with two hidden layers, trained on a
+// balanced train/validation/test split (60/20/20) with early stopping on the validation loss.
+// The AUC and a Jensen-Shannon divergence estimate come from the held-out test set.
 import { cat, F, Generator, keep, nn, noGrad, ones, optim, randperm, Tensor, tidy, where, zeros } from "../torch";
 import { rocAuc } from "./metrics";
 

@@ -84,7 +84,7 @@ export function compareProfiles(spec: ProfileSpec, reference: { label: string; v
 }
 
 /**
- * A metric per layer for each model as a step plot over layer index (no ratio panel), e.g. the
+ * Plots a metric per layer for each model as steps over layer index (no ratio panel), e.g. the
  * separation power of E_layer by layer.
  */
 export function perLayerPlot(name: string, title: string, yLabel: string, values: { label: string; values: number[] }[], logY = true): ReportPlot {

@@ -87,7 +87,7 @@ export interface Metrics {
   models: Record<string, ModelMetrics>;
 }
 
-/** What one file contributes: features under both conventions, the mean image, classifier inputs. */
+/** Data read from one file: features under both conventions, the mean image, classifier inputs. */
 interface SampleData {
   label: string;
   path: string;
@@ -100,6 +100,22 @@ interface SampleData {
   meanImage: Float64Array;
   /** [count, voxels + 1]: voxels / E_inc and log10(E_inc / MeV); only with classifiers. */
   lowLevel: Tensor | null;
+}
+
+/**
+ * Builds the low-level classifier inputs of n showers: each row contains the voxels divided by E_inc, then
+ * log10(E_inc / MeV); [n, voxels + 1] row-major.
+ */
+export function lowLevelInputs(energies: Float32Array, showers: Float32Array, voxels: number): Float32Array {
+  const n = energies.length;
+  const inputs = new Float32Array(n * (voxels + 1));
+  for (let i = 0; i < n; i++) {
+    const scale = 1 / energies[i];
+    const row = i * (voxels + 1);
+    for (let v = 0; v < voxels; v++) inputs[row + v] = showers[i * voxels + v] * scale;
+    inputs[row + voxels] = Math.log10(energies[i]);
+  }
+  return inputs;
 }
 
 function readSample(label: string, file: ShowerFile, geometry: Geometry, limit: number, withLowLevel: boolean): SampleData {
@@ -124,13 +140,7 @@ function readSample(label: string, file: ShowerFile, geometry: Geometry, limit: 
       for (let v = 0; v < voxels; v++) voxelSums[v] += showers[row + v];
     }
     if (lowLevel !== null) {
-      const inputs = new Float32Array((end - start) * (voxels + 1));
-      for (let i = 0; i < end - start; i++) {
-        const scale = 1 / energies[i];
-        const row = i * (voxels + 1);
-        for (let v = 0; v < voxels; v++) inputs[row + v] = showers[i * voxels + v] * scale;
-        inputs[row + voxels] = Math.log10(energies[i]);
-      }
+      const inputs = lowLevelInputs(energies, showers, voxels);
       noGrad(() =>
         tidy(() => {
           lowLevel.slice(0, start, end).copy_(tensor(inputs, [end - start, voxels + 1]));
@@ -185,13 +195,13 @@ function highLevelMatrix(features: ShowerFeatures, columns: boolean[] | null, wi
         return features.sparsity[cell];
     }
   };
-  const keepColumns =
+  const selectedColumns =
     columns ??
     Array.from({ length: all }, (_, c) => {
       for (let i = 0; i < features.count; i++) if (Number.isFinite(values(i, c))) return true;
       return false;
     });
-  const kept = keepColumns.map((k, c) => (k ? c : -1)).filter((c) => c >= 0);
+  const kept = selectedColumns.map((k, c) => (k ? c : -1)).filter((c) => c >= 0);
   const width = kept.length + (withEnergy ? 1 : 0);
   const matrix = new Float32Array(features.count * width);
   for (let i = 0; i < features.count; i++) {
@@ -201,7 +211,7 @@ function highLevelMatrix(features: ShowerFeatures, columns: boolean[] | null, wi
     });
     if (withEnergy) matrix[i * width + kept.length] = Math.log10(features.eInc[i]);
   }
-  return { matrix: { values: matrix, rows: features.count, columns: width }, columns: keepColumns };
+  return { matrix: { values: matrix, rows: features.count, columns: width }, columns: selectedColumns };
 }
 
 /** Layer indices shown as individual histograms: first, quartiles and last, without repeats. */
@@ -296,7 +306,7 @@ export async function evaluate(options: EvaluateOptions): Promise<Metrics> {
     sections.unshift({
       title: "Summary",
       description:
-        "FPD and KPD: Frechet and kernel physics distances (JetNet definitions) on the high-level features E_tot/E_inc and, per layer, E_layer/E_inc, centres of energy, widths and sparsity. " +
+        "FPD and KPD: Frechet and kernel physics distances (JetNet definitions, KPD with the degree-4 polynomial kernel) on the high-level features E_tot/E_inc and, per layer, E_layer/E_inc, centres of energy, widths and sparsity. " +
         "AUC: classifier separating generated from reference showers on a held-out test set (0.5 = indistinguishable); JSD in nats (at most ln 2).",
       tables: classifierTable === null ? [distanceTable] : [distanceTable, classifierTable],
     });
@@ -321,7 +331,7 @@ function labelled(sample: SampleData, values: ArrayLike<number>): LabelledSample
   return { label: sample.label, values };
 }
 
-/** The CaloScore paper's distributions, each with EMDs and a ratio panel. */
+/** Builds the section of the CaloScore paper's distributions, each with EMDs and a ratio panel. */
 function paperSection(geometry: Geometry, reference: SampleData, models: SampleData[], record: Recorder): ReportSection {
   const plots: ReportPlot[] = [];
   const layers = geometry.layers.length;
@@ -337,7 +347,7 @@ function paperSection(geometry: Geometry, reference: SampleData, models: SampleD
   add(compare("paper-max_voxel_over_E_tot", "Maximum voxel energy over E_tot", "max voxel / E_tot", (f) => f.maxVoxelFraction, false), "max_voxel_over_E_tot");
 
   // Per-layer EMDs for every layer; plots for representative layers only.
-  const shown = new Set(representativeLayers(layers));
+  const plottedLayers = new Set(representativeLayers(layers));
   const perLayer: { key: string; title: string; xLabel: string; pick: (f: ShowerFeatures) => Float64Array }[] = [
     { key: "max_voxel_over_E_layer", title: "Maximum voxel energy over E_layer", xLabel: "max voxel / E_layer", pick: (f) => f.maxLayerFraction },
     { key: "width_eta", title: "Shower width in x", xLabel: "width in x [mm]", pick: (f) => f.widthEta },
@@ -353,7 +363,7 @@ function paperSection(geometry: Geometry, reference: SampleData, models: SampleD
         models.map((m) => labelled(m, layerColumn(quantity.pick(m.paper), layers, layer))),
       );
       record("emd", quantity.key, comparison.emd, layer, layers);
-      if (shown.has(layer)) layerPlots.push(comparison.plot);
+      if (plottedLayers.has(layer)) layerPlots.push(comparison.plot);
     }
   }
 
@@ -390,8 +400,8 @@ function paperSection(geometry: Geometry, reference: SampleData, models: SampleD
   const images = [...new Set([highest, lowest])].map((l) => {
     const layer = geometry.layers[l];
     const slice = (sample: SampleData) => ({ label: sample.label, values: sample.meanImage.slice(layer.firstVoxel, layer.firstVoxel + layer.voxelCount) });
-    const which = l === highest ? "highest" : "lowest";
-    const title = `Average energy, layer ${layer.id} (${which} mean deposit)`;
+    const extreme = l === highest ? "highest" : "lowest";
+    const title = `Average energy, layer ${layer.id} (${extreme} mean deposit)`;
     return { name: `paper-image-layer${layer.id}`, caption: title, svg: polarHeatmapSvg({ title, rEdges: layer.rEdges, alphaBins: layer.alphaBins, panels: [slice(reference), ...models.map(slice)], colourLabel: "Mean voxel energy [MeV]" }) };
   });
 
@@ -428,7 +438,7 @@ function paperSection(geometry: Geometry, reference: SampleData, models: SampleD
 
   return {
     title: "Paper distributions",
-    description: `Features with voxels counted as hits above ${formatNumber(hitThreshold(geometry.dataset) * 1000)} keV and no voxel cut. EMD: 1-Wasserstein distance to the reference, in the unit of the x axis. Per-layer histograms are shown for layers ${[...shown].map((l) => geometry.layers[l].id).join(", ")}; metrics.json holds the EMD of every layer.`,
+    description: `Features with voxels counted as hits above ${formatNumber(hitThreshold(geometry.dataset) * 1000)} keV and no voxel cut. EMD: 1-Wasserstein distance to the reference, in the unit of the x axis. Per-layer histograms are shown for layers ${[...plottedLayers].map((l) => geometry.layers[l].id).join(", ")}; metrics.json holds the EMD of every layer.`,
     plots: [...plots, ...layerPlots, ...images, scatter],
   };
 }
@@ -448,7 +458,7 @@ function histogramIndex(edges: Float64Array): (value: number) => number {
   };
 }
 
-/** The CaloChallenge high-level features, each with separation powers. */
+/** Builds the section of the CaloChallenge high-level features, each with separation powers. */
 function challengeSection(geometry: Geometry, reference: SampleData, models: SampleData[], record: Recorder): ReportSection {
   const layers = geometry.layers.length;
   const plots: ReportPlot[] = [];
@@ -460,7 +470,7 @@ function challengeSection(geometry: Geometry, reference: SampleData, models: Sam
   record("separation_power", "E_tot_over_E_inc", ratio.separationPower);
   plots.push(ratio.plot);
 
-  const shown = new Set(representativeLayers(layers));
+  const plottedLayers = new Set(representativeLayers(layers));
   const perLayer: { key: string; title: string; xLabel: string; log: boolean; pick: (f: ShowerFeatures) => Float64Array }[] = [
     { key: "E_layer", title: "Energy deposited in layer", xLabel: "E_layer [MeV]", log: true, pick: (f) => f.eLayer },
     { key: "EC_eta", title: "Centre of energy in x", xLabel: "EC x [mm]", log: false, pick: (f) => f.ecEta },
@@ -484,7 +494,7 @@ function challengeSection(geometry: Geometry, reference: SampleData, models: Sam
       const defined = layerColumn(quantity.pick(reference.challenge), layers, layer).some((v) => Number.isFinite(v));
       comparison.separationPower.forEach((power, m) => (perModel[m][layer] = defined ? power : NaN));
       record("separation_power", quantity.key, perModel.map((p) => p[layer]), layer, layers);
-      if (shown.has(layer) && defined) layerPlots.push(comparison.plot);
+      if (plottedLayers.has(layer) && defined) layerPlots.push(comparison.plot);
     }
     plots.push(perLayerPlot(`challenge-${quantity.key}-separation`, `Separation power of ${quantity.title.toLowerCase()} by layer`, "Separation power", models.map((m, i) => ({ label: m.label, values: perModel[i] }))));
     tableRows.push([`${quantity.key}, mean over layers`, ...perModel.map((p) => meanFinite(p))]);

@@ -1,33 +1,12 @@
 // Dense symmetric linear algebra in float64 for the Frechet distance: a Cholesky factor that
 // accepts positive semi-definite matrices, and the eigenvalues of a symmetric matrix. Matrices
-// are row-major Float64Array of n x n; sizes here are the feature count (a few hundred at most).
-
-/** Product a (n x k) times b (k x m), row-major. */
-export function matmul(a: Float64Array, b: Float64Array, n: number, k: number, m: number): Float64Array {
-  const out = new Float64Array(n * m);
-  for (let i = 0; i < n; i++) {
-    const outRow = i * m;
-    for (let p = 0; p < k; p++) {
-      const aip = a[i * k + p];
-      if (aip === 0) continue;
-      const bRow = p * m;
-      for (let j = 0; j < m; j++) out[outRow + j] += aip * b[bRow + j];
-    }
-  }
-  return out;
-}
-
-export function transpose(a: Float64Array, rows: number, cols: number): Float64Array {
-  const out = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * cols + j];
-  return out;
-}
+// are row-major Float64Array of n x n, where n is the feature count (a few hundred at most).
 
 /**
- * Lower-triangular L with L L^T = a for a symmetric positive semi-definite a. Where the
- * remaining pivot is at or below `relativeTolerance` times the largest diagonal entry, the
- * matrix is taken as singular in that direction and the column of L is set to zero, so a
- * rank-deficient covariance (a constant feature) needs no added jitter.
+ * Computes the lower-triangular L with L L^T = a for a symmetric positive semi-definite a. A
+ * remaining pivot at or below `relativeTolerance` times the largest diagonal entry marks the
+ * matrix as singular in that direction, and that column of L is set to zero. A rank-deficient
+ * covariance (a constant feature) therefore needs no added jitter.
  */
 export function choleskySemidefinite(a: Float64Array, n: number, relativeTolerance = 1e-13): Float64Array {
   let maxDiagonal = 0;
@@ -50,8 +29,9 @@ export function choleskySemidefinite(a: Float64Array, n: number, relativeToleran
 }
 
 /**
- * Reduces a symmetric matrix to tridiagonal form by Householder reflections (the input is
- * overwritten) and returns the diagonal and the sub-diagonal (length n - 1).
+ * Reduces a symmetric matrix to tridiagonal form by Householder reflections and returns the
+ * diagonal and the sub-diagonal (length n - 1). Only the lower triangle of the input is read,
+ * and it is overwritten.
  */
 function tridiagonalize(a: Float64Array, n: number): { diagonal: Float64Array; offDiagonal: Float64Array } {
   const v = new Float64Array(n);
@@ -75,25 +55,30 @@ function tridiagonalize(a: Float64Array, n: number): { diagonal: Float64Array; o
     for (let i = k + 1; i < n; i++) v[i] /= vNorm;
 
     // H A H = A - 2 v q^T - 2 q v^T with w = A v and q = w - (v^T w) v, on the trailing block.
-    let vw = 0;
+    // Only its lower triangle is read and updated, which halves the work.
+    for (let i = k + 1; i < n; i++) w[i] = 0;
     for (let i = k + 1; i < n; i++) {
-      let sum = 0;
-      for (let j = k + 1; j < n; j++) sum += a[i * n + j] * v[j];
-      w[i] = sum;
-      vw += v[i] * sum;
+      const row = i * n;
+      const vi = v[i];
+      let sum = a[row + i] * vi;
+      for (let j = k + 1; j < i; j++) {
+        const aij = a[row + j];
+        sum += aij * v[j];
+        w[j] += aij * vi;
+      }
+      w[i] += sum;
     }
+    let vw = 0;
+    for (let i = k + 1; i < n; i++) vw += v[i] * w[i];
     for (let i = k + 1; i < n; i++) w[i] -= vw * v[i];
     for (let i = k + 1; i < n; i++) {
+      const row = i * n;
       const vi = 2 * v[i];
       const wi = 2 * w[i];
-      for (let j = k + 1; j < n; j++) a[i * n + j] -= vi * w[j] + wi * v[j];
+      for (let j = k + 1; j <= i; j++) a[row + j] -= vi * w[j] + wi * v[j];
     }
     a[(k + 1) * n + k] = alpha;
-    a[k * n + k + 1] = alpha;
-    for (let i = k + 2; i < n; i++) {
-      a[i * n + k] = 0;
-      a[k * n + i] = 0;
-    }
+    for (let i = k + 2; i < n; i++) a[i * n + k] = 0;
   }
   const diagonal = new Float64Array(n);
   const offDiagonal = new Float64Array(Math.max(n - 1, 0));
@@ -102,53 +87,59 @@ function tridiagonalize(a: Float64Array, n: number): { diagonal: Float64Array; o
   return { diagonal, offDiagonal };
 }
 
-/** Number of eigenvalues of the tridiagonal matrix below x (Sturm sequence count). */
-function countBelow(diagonal: Float64Array, squaredOff: Float64Array, x: number, tiny: number): number {
-  let count = 0;
-  let q = diagonal[0] - x;
-  if (q === 0) q = -tiny;
-  if (q < 0) count++;
-  for (let i = 1; i < diagonal.length; i++) {
-    q = diagonal[i] - x - squaredOff[i - 1] / q;
-    if (q === 0) q = -tiny;
-    if (q < 0) count++;
+/**
+ * Applies one implicit symmetric QR step with a Wilkinson shift, in place, to the unreduced block
+ * [lo, hi] of a tridiagonal matrix (diagonal `a`, sub-diagonal `b`). Each Givens rotation on rows
+ * and columns k, k + 1 moves the bulge one row down.
+ */
+function qrStep(a: Float64Array, b: Float64Array, lo: number, hi: number): void {
+  const half = (a[hi - 1] - a[hi]) / 2;
+  const last = b[hi - 1];
+  const shift = a[hi] - (last * last) / (half + (half >= 0 ? 1 : -1) * Math.hypot(half, last));
+  let x = a[lo] - shift;
+  let z = b[lo];
+  for (let k = lo; k < hi; k++) {
+    const r = Math.hypot(x, z);
+    const c = r === 0 ? 1 : x / r;
+    const s = r === 0 ? 0 : z / r;
+    if (k > lo) b[k - 1] = r;
+    const ak = a[k];
+    const ak1 = a[k + 1];
+    const bk = b[k];
+    a[k] = c * c * ak + 2 * c * s * bk + s * s * ak1;
+    a[k + 1] = s * s * ak - 2 * c * s * bk + c * c * ak1;
+    b[k] = c * s * (ak1 - ak) + (c * c - s * s) * bk;
+    if (k + 1 < hi) {
+      // The rotation fills position (k + 2, k): the bulge that the next rotation removes.
+      z = s * b[k + 1];
+      b[k + 1] *= c;
+      x = b[k];
+    }
   }
-  return count;
 }
 
 /**
- * Eigenvalues of a symmetric n x n matrix in ascending order: Householder tridiagonalisation,
- * then bisection on Sturm counts to the resolution of float64. The input is not modified.
+ * Computes the eigenvalues of a symmetric n x n matrix in ascending order: Householder tridiagonalisation,
+ * then implicit QR steps with Wilkinson shifts until every sub-diagonal entry is negligible. The
+ * input is not modified.
  */
 export function symmetricEigenvalues(matrix: Float64Array, n: number): Float64Array {
   if (n === 0) return new Float64Array(0);
-  const { diagonal, offDiagonal } = tridiagonalize(Float64Array.from(matrix), n);
-  const squaredOff = offDiagonal.map((e) => e * e);
+  const { diagonal: a, offDiagonal: b } = tridiagonalize(Float64Array.from(matrix), n);
+  const negligible = (i: number) => Math.abs(b[i]) <= Number.EPSILON * (Math.abs(a[i]) + Math.abs(a[i + 1]));
 
-  // Gershgorin bounds enclose every eigenvalue.
-  let lower = Infinity;
-  let upper = -Infinity;
-  for (let i = 0; i < n; i++) {
-    const radius = (i > 0 ? Math.abs(offDiagonal[i - 1]) : 0) + (i < n - 1 ? Math.abs(offDiagonal[i]) : 0);
-    lower = Math.min(lower, diagonal[i] - radius);
-    upper = Math.max(upper, diagonal[i] + radius);
-  }
-  const scale = Math.max(Math.abs(lower), Math.abs(upper), Number.MIN_VALUE);
-  const tiny = scale * Number.EPSILON * Number.EPSILON;
-  const resolution = scale * Number.EPSILON * 4;
-
-  const eigenvalues = new Float64Array(n);
-  for (let k = 0; k < n; k++) {
-    // Find the smallest x with more than k eigenvalues below it.
-    let low = k > 0 ? Math.max(lower, eigenvalues[k - 1]) : lower;
-    let high = upper;
-    while (high - low > resolution) {
-      const middle = 0.5 * (low + high);
-      if (middle === low || middle === high) break;
-      if (countBelow(diagonal, squaredOff, middle, tiny) > k) high = middle;
-      else low = middle;
+  let hi = n - 1;
+  let steps = 0;
+  while (hi > 0) {
+    if (negligible(hi - 1)) {
+      b[hi - 1] = 0;
+      hi--;
+      continue;
     }
-    eigenvalues[k] = 0.5 * (low + high);
+    let lo = hi - 1;
+    while (lo > 0 && !negligible(lo - 1)) lo--;
+    if (++steps > 50 * n) throw new Error(`symmetric eigenvalues did not converge for a ${n} x ${n} matrix`);
+    qrStep(a, b, lo, hi);
   }
-  return eigenvalues;
+  return a.sort();
 }

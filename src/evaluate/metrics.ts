@@ -1,7 +1,7 @@
-// Distances between a reference and a generated sample: histograms on shared bins, the
-// 1-Wasserstein distance, the CaloChallenge separation power, the rank-based AUC, and the
-// Frechet and kernel physics distances (FPD, KPD) on high-level features as the JetNet library
-// defines them (Kansal et al., arXiv:2211.10295).
+// Distances between a reference and a generated sample. The module covers histograms on shared
+// bins, the 1-Wasserstein distance, the CaloChallenge separation power and the rank-based AUC.
+// It also computes the Frechet and kernel physics distances (FPD, KPD) on high-level features,
+// as the JetNet library's fpd and kpd define them.
 import { Generator, noGrad, randint, Tensor, tensor, tidy } from "../torch";
 import { choleskySemidefinite, symmetricEigenvalues } from "./linalg";
 
@@ -30,9 +30,9 @@ export interface BinningOptions {
 }
 
 /**
- * Bin edges shared by every sample of one quantity (bins + 1 values). The range comes from the
- * reference alone, so that a generator with wild outliers cannot squeeze the reference into a
- * few bins; values outside it are not counted.
+ * Computes bin edges shared by every sample of one quantity (bins + 1 values). The range comes
+ * from the reference alone, so that a generator with wild outliers cannot squeeze the reference
+ * into a few bins. Values outside it are not counted.
  */
 export function histogramEdges(reference: Sample, options: BinningOptions = {}): Float64Array {
   const bins = options.bins ?? 40;
@@ -215,8 +215,8 @@ export function frechetDistance(mu1: Float64Array, sigma1: Float64Array, mu2: Fl
 
 /**
  * Divides both feature matrices column by column by the maximum absolute value of the
- * reference column (JetNet's normalisation); columns that are zero in the reference are left
- * as they are.
+ * reference column, as JetNet normalises features. Columns that are zero in the reference are
+ * left as they are.
  */
 export function normaliseFeatures(reference: FeatureMatrix, generated: FeatureMatrix): [FeatureMatrix, FeatureMatrix] {
   if (reference.columns !== generated.columns) {
@@ -258,7 +258,7 @@ export interface FpdOptions {
   /** Smallest and largest batch size; each is capped at the smaller sample's size. */
   minSamples?: number;
   maxSamples?: number;
-  /** Batch sizes between them, evenly spaced. */
+  /** Number of batch sizes between them, evenly spaced in 1/N. */
   points?: number;
   /** Batches drawn (with replacement) per batch size; their Frechet distances are averaged. */
   batches?: number;
@@ -318,11 +318,11 @@ export function fitNonNegativeLine(x: Float64Array, y: Float64Array): { intercep
 }
 
 /**
- * Frechet physics distance: the Frechet distance between Gaussian fits to batches of the two
- * feature samples, averaged over `batches` draws per batch size N, fitted linearly against 1/N
- * and extrapolated to 1/N = 0. JetNet's defaults: N from 20000 to 50000 in 10 steps, 20
- * batches each, seed 42 (this draws from libtorch's generator, so values differ from JetNet's
- * within the quoted error).
+ * Computes the Frechet physics distance: the Frechet distance between Gaussian fits to batches of
+ * the two feature samples, averaged over `batches` draws per batch size N, fitted linearly
+ * against 1/N and extrapolated to 1/N = 0. The defaults are those of jetnet.evaluation.fpd: N
+ * from 20000 to 50000 in 10 steps, 20 batches each, seed 42. Batches come from libtorch's
+ * generator, so values differ from JetNet's by sampling noise.
  */
 export function fpd(reference: FeatureMatrix, generated: FeatureMatrix, options: FpdOptions = {}): Estimate {
   const [x, y] = options.normalise === false ? [reference, generated] : normaliseFeatures(reference, generated);
@@ -341,7 +341,9 @@ export function fpd(reference: FeatureMatrix, generated: FeatureMatrix, options:
       const xs = toTensor(x);
       const ys = toTensor(y);
       for (let p = 0; p < points; p++) {
-        const size = Math.round(minSamples + ((maxSamples - minSamples) * p) / Math.max(points - 1, 1));
+        // Batch sizes at regular intervals in 1/N, truncated to integers as JetNet does.
+        const inverse = 1 / minSamples + ((1 / maxSamples - 1 / minSamples) * p) / Math.max(points - 1, 1);
+        const size = Math.floor(1 / inverse + 1e-9);
         let sum = 0;
         for (let b = 0; b < batches; b++) {
           const [first, second] = tidy(() => {
@@ -365,6 +367,8 @@ export function fpd(reference: FeatureMatrix, generated: FeatureMatrix, options:
 }
 
 export interface KpdOptions {
+  /** Degree of the polynomial kernel (JetNet's kpd uses 4). */
+  degree?: number;
   batches?: number;
   /** Showers per batch, capped at the smaller sample's size. */
   batchSize?: number;
@@ -373,30 +377,27 @@ export interface KpdOptions {
 }
 
 /**
- * Unbiased estimate of the squared maximum mean discrepancy with the cubic polynomial kernel
- * k(x, y) = (x . y / d + 1)^3 between two batches of equal size: the kernel means within each
- * batch without the diagonal, minus twice the mean across batches.
+ * Computes the unbiased estimate of the squared maximum mean discrepancy between two batches with
+ * the polynomial kernel k(x, y) = (x . y / d + 1)^degree: the kernel means within each batch
+ * without the diagonal, minus twice the mean across batches.
  */
-export function mmdPolynomialUnbiased(x: Tensor, y: Tensor): number {
+export function mmdPolynomialUnbiased(x: Tensor, y: Tensor, degree = 4): number {
   return noGrad(() =>
     tidy(() => {
       const n = x.shape[0];
       const m = y.shape[0];
       const d = x.shape[1];
-      // The kernel values are float32; their sums run in float64, because the result is a small
+      // The kernel values are float32 and their sums float64, because the result is a small
       // difference of kernel means of order one.
-      const kernelSum = (a: Tensor, b: Tensor) => {
-        const base = a.matmul(b.transpose(0, 1)).div(d).add(1);
-        return base.square().mul(base).to({ dtype: "float64" }).sum().item();
-      };
-      const diagonalSum = (a: Tensor) => a.to({ dtype: "float64" }).square().sum([1]).div(d).add(1).pow(3).sum().item();
+      const kernelSum = (a: Tensor, b: Tensor) => a.matmul(b.transpose(0, 1)).div(d).add(1).pow(degree).to({ dtype: "float64" }).sum().item();
+      const diagonalSum = (a: Tensor) => a.to({ dtype: "float64" }).square().sum([1]).div(d).add(1).pow(degree).sum().item();
       const within = (kernelSum(x, x) - diagonalSum(x)) / (n * (n - 1)) + (kernelSum(y, y) - diagonalSum(y)) / (m * (m - 1));
       return within - (2 * kernelSum(x, y)) / (n * m);
     }),
   );
 }
 
-/** The q-th percentile (0..100) of sorted values with linear interpolation, as numpy.percentile. */
+/** Returns the q-th percentile (0..100) of sorted values with linear interpolation, as numpy.percentile. */
 export function percentile(sorted: Float64Array, q: number): number {
   if (sorted.length === 0) return NaN;
   const position = (q / 100) * (sorted.length - 1);
@@ -406,9 +407,10 @@ export function percentile(sorted: Float64Array, q: number): number {
 }
 
 /**
- * Kernel physics distance: the median over `batches` of the unbiased polynomial-kernel MMD
- * between batches drawn with replacement, with half the 16.275-83.725 percentile spread as its
- * error. JetNet's defaults: 10 batches of 5000, seed 42.
+ * Computes the kernel physics distance: the median over `batches` of the unbiased
+ * polynomial-kernel MMD between batches drawn with replacement, with half the 16.275 to 83.725
+ * percentile spread as its error. The defaults are those of jetnet.evaluation.kpd (JetNet's
+ * gen_metrics.py): 10 batches of 5000, kernel degree 4, seed 42.
  */
 export function kpd(reference: FeatureMatrix, generated: FeatureMatrix, options: KpdOptions = {}): Estimate {
   const [x, y] = options.normalise === false ? [reference, generated] : normaliseFeatures(reference, generated);
@@ -425,7 +427,7 @@ export function kpd(reference: FeatureMatrix, generated: FeatureMatrix, options:
         values[b] = tidy(() => {
           const first = xs.indexSelect(0, randint(0, x.rows, [batchSize], { generator }));
           const second = ys.indexSelect(0, randint(0, y.rows, [batchSize], { generator }));
-          return mmdPolynomialUnbiased(first, second);
+          return mmdPolynomialUnbiased(first, second, options.degree ?? 4);
         });
       }
     }),

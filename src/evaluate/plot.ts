@@ -1,7 +1,7 @@
 // SVG plots for the evaluation report, in one style: step histograms with a model / reference
 // ratio panel, polar heat maps of average energy deposits, and 2D histograms. Every function
-// returns a complete SVG document; svgToPng renders one to PNG with resvg (the DejaVu Sans font
-// from the system, or resvg's fallback when it is missing).
+// returns a complete SVG document. svgToPng renders one to PNG with resvg, using the system's
+// DejaVu Sans font, or resvg's fallback font when DejaVu Sans is missing.
 import { Resvg } from "@resvg/resvg-js";
 
 const fontFamily = "DejaVu Sans, Arial, sans-serif";
@@ -187,6 +187,12 @@ function stepPath(edges: Float64Array, values: Float64Array, x: Axis, y: Axis, f
   return segments.join(" ");
 }
 
+/** Dash pattern of a model line: every second model is dashed, the reference never. */
+function dashFor(index: number): string {
+  if (index === 0 || index % 2 === 1) return "";
+  return ' stroke-dasharray="6 3"';
+}
+
 /** Range of the y axis that shows every positive value with headroom for the legend. */
 function valueAxis(series: HistogramSeries[], log: boolean, legendRows: number): Axis {
   let max = -Infinity;
@@ -215,9 +221,9 @@ function valueAxis(series: HistogramSeries[], log: boolean, legendRows: number):
 // Step histogram with ratio panel
 
 /**
- * A step histogram of the reference (filled grey) and each model (coloured lines), with a panel
- * of model / reference per bin below it, a shaded band at 1 +- 10% and a y range of 0.5 to 1.5
- * (values outside are drawn at the edge).
+ * Draws a step histogram of the reference (filled grey) and each model (coloured lines). The
+ * panel below shows model / reference per bin, with a shaded band at 1 +- 10%, on a y range of
+ * 0.5 to 1.5 where values outside are drawn at the edge.
  */
 export function stepHistogramSvg(plot: StepHistogramPlot): string {
   const width = 640;
@@ -257,7 +263,7 @@ export function stepHistogramSvg(plot: StepHistogramPlot): string {
         body.push(`<path d="M${first},${base}L${points.join("L")}L${last},${base}Z" fill="${referenceFill}" stroke="none" clip-path="url(#main-clip)"/>`);
       }
     }
-    const dash = index === 0 ? "" : index % 2 === 0 ? ' stroke-dasharray="6 3"' : "";
+    const dash = dashFor(index);
     body.push(`<path d="${path}" fill="none" stroke="${colour}" stroke-width="${index === 0 ? 1.6 : 2}"${dash} clip-path="url(#main-clip)"/>`);
   });
   body.push(...drawAxes(main, x, y, { xLabel: showRatio ? undefined : plot.xLabel, yLabel: plot.yLabel, xTickLabels: !showRatio }));
@@ -269,7 +275,7 @@ export function stepHistogramSvg(plot: StepHistogramPlot): string {
     const index = styleOf(position);
     const colour = seriesColours[index % seriesColours.length];
     if (index === 0) body.push(`<rect x="${legendX}" y="${legendY - 9}" width="26" height="10" fill="${referenceFill}" stroke="${colour}"/>`);
-    else body.push(`<line x1="${legendX}" y1="${legendY - 4}" x2="${legendX + 26}" y2="${legendY - 4}" stroke="${colour}" stroke-width="2"${index % 2 === 0 ? ' stroke-dasharray="6 3"' : ""}/>`);
+    else body.push(`<line x1="${legendX}" y1="${legendY - 4}" x2="${legendX + 26}" y2="${legendY - 4}" stroke="${colour}" stroke-width="2"${dashFor(index)}/>`);
     body.push(text(legendX + 32, legendY, s.label));
     legendY += 18;
   });
@@ -290,7 +296,7 @@ export function stepHistogramSvg(plot: StepHistogramPlot): string {
       const ratio = s.values.map((v, i) => (reference[i] > 0 ? v / reference[i] : NaN));
       const path = stepPath(plot.edges, ratio, x, ratioAxis, ratioFrame);
       const index = k + 1;
-      const dash = index % 2 === 0 ? ' stroke-dasharray="6 3"' : "";
+      const dash = dashFor(index);
       if (path !== "") body.push(`<path d="${path}" fill="none" stroke="${seriesColours[index % seriesColours.length]}" stroke-width="1.6"${dash}/>`);
     });
     body.push(...drawAxes(ratioFrame, x, ratioAxis, { xLabel: plot.xLabel, yLabel: "Model / ref.", yTicks: [0.5, 1, 1.5] }));
@@ -330,7 +336,7 @@ function colourFraction(scale: ColourScale, value: number): number {
   return (value - scale.min) / (scale.max - scale.min);
 }
 
-/** A log colour scale spanning the positive values, at most `decades` decades below the maximum. */
+/** Builds a log colour scale over the positive values, reaching at most `decades` decades below the maximum. */
 export function logColourScale(arrays: ArrayLike<number>[], decades = 5): ColourScale {
   let max = 0;
   let minPositive = Infinity;

@@ -1,7 +1,7 @@
 // The report folder: every plot as SVG and PNG under plots/, metrics.json, and an index.html
 // that shows all plots and tables without any network access. Each file is written under a
-// temporary name and renamed when complete; index.html and metrics.json come last, so a report
-// folder with an index.html is whole.
+// temporary name and renamed when complete. metrics.json and then index.html are written last,
+// after every plot.
 import * as fs from "node:fs";
 import * as path from "node:path";
 
@@ -68,7 +68,7 @@ figcaption a { color: #2b6cd6; margin-left: 6px; }
 `;
 
 // Counts the plots that decoded and names those that did not, in #plot-status and in the body's
-// data-plots-loaded attribute, so a reader (or a headless browser) sees a missing file at once.
+// data-plots-loaded attribute, so a reader (or a headless browser) notices a missing file at once.
 const statusScript = `
 window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.querySelectorAll("img.plot"));
