@@ -1,9 +1,11 @@
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
 
-import { Generator, grad, liveTensors, tensor, Tensor, tidy, zeros } from "../src/torch";
+import { full, Generator, grad, liveTensors, noGrad, randn, tensor, Tensor, tidy, zeros } from "../src/torch";
 import { createSde, SdeName } from "../src/score/sde";
 import { GaussianScoreModel } from "../src/score/analytic";
+import { probabilityFlowDrift } from "../src/score/odeSampler";
+import { UNetScoreModel } from "../src/score/unet";
 import { driftAndDivergence, logLikelihood, preprocessingLogJacobian } from "../src/score/likelihood";
 import { fitPreprocessing, forwardPreprocess } from "../src/calo/preprocess";
 import { runPython } from "./helpers/caloPython";
@@ -213,4 +215,54 @@ test("preprocessing log-Jacobian rejects the flat layout", () => {
   const incident = new Float64Array([1000, 2000]);
   const state = fitPreprocessing("1-photons", "cartesian", incident, energies);
   assert.throws(() => preprocessingLogJacobian(state, energies, incident), /flat layout of dataset 1-photons is not a bijection/);
+});
+
+test("U-Net divergence matches finite differences", () => {
+  // A small 1D U-Net in evaluation mode, so that samples do not interact through batch norm.
+  const sde = createSde("subVP");
+  const network = new UNetScoreModel(
+    { dims: 1, inputShape: [1, 16], channels: [4, 8], kernel: 3, pooling: [2], embedding: 8, dropout: 0 },
+    sde,
+    new Generator(12),
+  );
+  network.eval();
+  const t = 0.3;
+  tidy(() => {
+    const x = randn([3, 1, 16], { generator: new Generator(13) });
+    const condition = tensor(new Float32Array([0.1, 0.5, 0.9]), [3]);
+    const [, exact] = driftAndDivergence(network, sde, x, t, condition, "exact", []);
+    const exactValues = exact.toFloat64();
+
+    // Central differences of F_i in x_i, all samples at once (float32, step 1e-2).
+    const step = 1e-2;
+    const finiteDifference = new Float64Array(3);
+    for (let i = 0; i < 16; i++) {
+      tidy(() => {
+        const shift = zeros([3, 1, 16]);
+        shift.select(2, i).fill_(step);
+        const time = full([3], t);
+        const up = noGrad(() => probabilityFlowDrift(network, sde, x.add(shift), time, condition)).select(2, i).toFloat64();
+        const down = noGrad(() => probabilityFlowDrift(network, sde, x.sub(shift), time, condition)).select(2, i).toFloat64();
+        for (let b = 0; b < 3; b++) finiteDifference[b] += (up[b] - down[b]) / (2 * step);
+      });
+    }
+    for (let b = 0; b < 3; b++) {
+      assert.ok(
+        Math.abs(exactValues[b] - finiteDifference[b]) < 1e-2 * (1 + Math.abs(finiteDifference[b])),
+        `sample ${b}: exact divergence ${exactValues[b]}, finite differences ${finiteDifference[b]}`,
+      );
+    }
+
+    // The Hutchinson estimate with many probes approaches the exact trace.
+    const probes = Array.from({ length: 400 }, (_, k) => randn([3, 1, 16], { generator: new Generator(100 + k) }));
+    const [, estimate] = driftAndDivergence(network, sde, x, t, condition, "hutchinson", probes);
+    const estimateValues = estimate.toFloat64();
+    for (let b = 0; b < 3; b++) {
+      assert.ok(
+        Math.abs(estimateValues[b] - exactValues[b]) < 0.1 * (1 + Math.abs(exactValues[b])),
+        `sample ${b}: Hutchinson estimate ${estimateValues[b]} with 400 Gaussian probes, exact ${exactValues[b]}`,
+      );
+    }
+  });
+  network.dispose();
 });
