@@ -20,7 +20,7 @@ function writeConfig(dir: string, maxEpochs: number): string {
     description: "tiny test model",
     dataset: "1-photons",
     network: { channels: [4, 8], kernel: 3, pooling: [4], embedding: 8, dropout: 0.1 },
-    training: { batchSize: 32, learningRate: 0.002, maxEpochs, seed: 3 },
+    training: { batchSize: 32, learningRate: 0.002, maxEpochs, seed: 3, ema: 0.95 },
     sampling: { steps: 4, batchSize: 50 },
   };
   fs.writeFileSync(file, JSON.stringify(config));

@@ -90,7 +90,7 @@ test("training lowers validation loss below an untrained network's", () => {
 });
 
 test("resumed training repeats an uninterrupted run exactly", () => {
-  const config = toyConfig({ maxEpochs: 3 });
+  const config = toyConfig({ maxEpochs: 3, ema: 0.9 });
   const sde = createSde("subVP");
   const data = toyData(256, 2);
   const before = liveTensors();
@@ -104,7 +104,7 @@ test("resumed training repeats an uninterrupted run exactly", () => {
   trainScoreModel({ config, sde, model: staged, data, runDir: stagedDir, epochsThisCall: 1, log: () => {} });
   staged.dispose();
   // A fresh process would build a new model with new random weights; resume must overwrite them.
-  const resumed = buildModel(toyConfig({ maxEpochs: 3, seed: 11 }));
+  const resumed = buildModel(toyConfig({ maxEpochs: 3, seed: 11, ema: 0.9 }));
   tidy(() => resumed.parameters()[0].add_(1));
   const lines: string[] = [];
   const state = trainScoreModel({ config, sde, model: resumed, data, runDir: stagedDir, log: (l) => lines.push(l) });
@@ -121,6 +121,11 @@ test("resumed training repeats an uninterrupted run exactly", () => {
   const lastA = tidy(() => JSON.stringify((loadCheckpoint(path.join(straightDir, "last.safetensors")).sidecar as { history: { validationLoss: number }[] }).history.map((h) => h.validationLoss)));
   const lastB = tidy(() => JSON.stringify((loadCheckpoint(path.join(stagedDir, "last.safetensors")).sidecar as { history: { validationLoss: number }[] }).history.map((h) => h.validationLoss)));
   assert.equal(lastB, lastA);
+  const bestA = tidy(() => loadCheckpoint(path.join(straightDir, "best.safetensors")).tensors.get("model.encoder.input.conv.weight")!.toFloat32());
+  const bestB = tidy(() => loadCheckpoint(path.join(stagedDir, "best.safetensors")).tensors.get("model.encoder.input.conv.weight")!.toFloat32());
+  assert.deepEqual(bestB, bestA);
+  // The best checkpoint holds the averaged weights, not the last trained ones.
+  assert.notDeepEqual(bestA, a.get("encoder.input.conv.weight")!.toFloat32());
   straight.dispose();
   resumed.dispose();
   assert.equal(liveTensors(), before);

@@ -33,6 +33,11 @@ export interface TrainingConfig {
   maxShowers: number;
   /** Clip the global gradient norm to this value (0 = no clipping). */
   gradClip: number;
+  /**
+   * Decay of an exponential moving average of the weights (0 = none). With it, validation,
+   * the best checkpoint and sampling use the averaged weights.
+   */
+  ema: number;
 }
 
 export interface SamplingConfig {
@@ -87,6 +92,7 @@ const schema: Schema = {
     seed: "integer",
     maxShowers: "integer",
     gradClip: "number",
+    ema: "number",
   },
   sampling: { steps: "integer", snr: "number", batchSize: "integer" },
   gan: { noiseDim: "integer", criticSteps: "integer", learningRate: "number", gradientPenalty: "number", maxEpochs: "integer" },
@@ -107,6 +113,7 @@ const defaults = {
     seed: 1,
     maxShowers: 0,
     gradClip: 0,
+    ema: 0,
   },
   sampling: { snr: 0.2, batchSize: 100 },
   gan: { noiseDim: 100, criticSteps: 5, learningRate: 1e-4, gradientPenalty: 10, maxEpochs: 200 },
@@ -172,6 +179,8 @@ export function parseModelConfig(raw: unknown, source: string): ModelConfig {
   if (parsed.network.pooling.length !== expectedPooling) {
     throw new Error(`${source}: key 'network.pooling' needs ${expectedPooling} factor(s) for dataset ${parsed.dataset}, found [${parsed.network.pooling}]`);
   }
+  const ema = parsed.training.ema;
+  if (!(ema >= 0 && ema < 1)) throw new Error(`${source}: key 'training.ema' must lie in [0, 1), found ${ema}`);
   const fraction = parsed.training.validationFraction;
   if (!(fraction > 0 && fraction < 1)) {
     throw new Error(`${source}: key 'training.validationFraction' must lie in (0, 1), found ${fraction}`);

@@ -4,7 +4,7 @@
 // functions of the saved state and the epoch number).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Generator, loadCheckpoint, manualSeed, noGrad, optim, saveCheckpoint, Tensor, tensor, tidy } from "../torch";
+import { Generator, keep, loadCheckpoint, manualSeed, noGrad, optim, saveCheckpoint, Tensor, tensor, tidy } from "../torch";
 import { ModelConfig } from "./config";
 import { denoisingScoreMatchingLoss } from "./loss";
 import { Sde } from "./sde";
@@ -138,18 +138,20 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
   fs.mkdirSync(runDir, { recursive: true });
 
   const optimizer = new optim.Adam(model.parameters(), { lr: training.learningRate });
+  const ema = training.ema > 0 ? new optim.Ema(model.parameters(), training.ema) : null;
   const plateau = new optim.ReduceLrOnPlateau(optimizer, { factor: training.lrFactor, patience: training.lrPatience });
   let state = freshState(config);
 
   const lastPath = path.join(runDir, checkpointNames.last);
   if (fs.existsSync(lastPath)) {
-    state = resumeFrom(lastPath, model, optimizer);
+    state = resumeFrom(lastPath, model, optimizer, ema);
     plateau.loadState(state.plateau);
     log(`resumed from ${lastPath} after epoch ${state.epoch} (learning rate ${state.learningRate.toExponential(2)})`);
   }
   if (state.finished) {
     log(`training already finished (${state.stopReason}); delete ${lastPath} to start again`);
     optimizer.dispose();
+    ema?.dispose();
     return state;
   }
 
@@ -195,6 +197,7 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
         for (let b = 0; b + training.batchSize <= order.length; b += training.batchSize) {
           const rows = order.slice(b, b + training.batchSize);
           const loss = trainStep(model, sde, optimizer, chunk, rows, data.modelShape, rowSize, noise, training.gradClip);
+          ema?.update();
           if (!Number.isFinite(loss)) {
             throw new Error(
               `training loss became ${loss} in epoch ${epoch} after ${batches} batches; ` +
@@ -220,6 +223,8 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
         if (timedOut) break;
       }
 
+      // With an average of the weights, validation and the best checkpoint use the averaged weights.
+      const trained = ema !== null ? swapIn(model, ema) : null;
       const validationLoss = evaluateLoss(model, sde, data, cache, trainCount, data.count, training.batchSize, epochSeed(training.seed, 0, 3));
       const seconds = (Date.now() - epochStart) / 1000;
       const record: EpochRecord = {
@@ -252,8 +257,9 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
         state.stopReason = `reached maxEpochs = ${training.maxEpochs}`;
       }
 
-      if (improved) saveCheckpoint(path.join(runDir, checkpointNames.best), modelState(model), { epoch, validationLoss });
-      saveTrainingState(lastPath, model, optimizer, state);
+      if (improved) saveCheckpoint(path.join(runDir, checkpointNames.best), modelState(model), { epoch, validationLoss, ema: training.ema });
+      if (trained !== null) restore(model, trained);
+      saveTrainingState(lastPath, model, optimizer, ema, state);
       log(
         `epoch ${epoch}/${training.maxEpochs}: train loss ${record.trainLoss.toFixed(5)}, validation loss ${validationLoss.toFixed(5)}` +
           `${improved ? " (best)" : ""}, lr ${optimizer.lr.toExponential(2)}${reduced ? " (reduced)" : ""}, ` +
@@ -270,8 +276,21 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
     }
   } finally {
     optimizer.dispose();
+    ema?.dispose();
   }
   return state;
+}
+
+/** Copies the averaged weights into the model and returns the trained weights to restore. */
+function swapIn(model: UNetScoreModel, ema: optim.Ema): Tensor[] {
+  const trained = model.parameters().map((p) => keep(noGrad(() => tidy(() => p.detach().clone()))));
+  ema.copyTo();
+  return trained;
+}
+
+function restore(model: UNetScoreModel, trained: Tensor[]): void {
+  noGrad(() => model.parameters().forEach((p, i) => p.copy_(trained[i])));
+  for (const t of trained) t.dispose();
 }
 
 function trainStep(
@@ -343,14 +362,15 @@ export function evaluateLoss(
   return sum / count;
 }
 
-function saveTrainingState(file: string, model: UNetScoreModel, optimizer: optim.Adam, state: TrainingState): void {
+function saveTrainingState(file: string, model: UNetScoreModel, optimizer: optim.Adam, ema: optim.Ema | null, state: TrainingState): void {
   const tensors = modelState(model);
   const optimizerState = optimizer.state();
   for (const [name, t] of optimizerState.tensors) tensors.set(`optimizer.${name}`, t);
+  ema?.shadow.forEach((t, i) => tensors.set(`ema.${i}`, t));
   saveCheckpoint(file, tensors, { ...state, optimizerStep: optimizerState.step });
 }
 
-function resumeFrom(file: string, model: UNetScoreModel, optimizer: optim.Adam): TrainingState {
+function resumeFrom(file: string, model: UNetScoreModel, optimizer: optim.Adam, ema: optim.Ema | null): TrainingState {
   return tidy(() => {
     const { tensors, sidecar } = loadCheckpoint(file);
     const state = sidecar as TrainingState;
@@ -362,6 +382,11 @@ function resumeFrom(file: string, model: UNetScoreModel, optimizer: optim.Adam):
     }
     model.loadStateDict(weights, file);
     optimizer.loadState({ kind: "adam", step: state.optimizerStep, lr: state.learningRate, tensors: moments });
+    ema?.shadow.forEach((target, i) => {
+      const value = tensors.get(`ema.${i}`);
+      if (value === undefined) throw new Error(`${file} has no averaged weights 'ema.${i}', but the configuration sets training.ema`);
+      target.copy_(value);
+    });
     return state;
   });
 }

@@ -224,7 +224,7 @@ export class ReduceLrOnPlateau {
 export class Ema {
   readonly shadow: Tensor[];
   constructor(private readonly params: readonly Tensor[], readonly decay = 0.999) {
-    this.shadow = params.map((p) => keep(noGrad(() => p.detach().clone())));
+    this.shadow = params.map((p) => keep(noGrad(() => tidy(() => p.detach().clone()))));
   }
   update(): void {
     noGrad(() => {
