@@ -53,7 +53,10 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
   c10::DataPtr allocate(size_t bytes) const override {
-    void* data = bytes < kMinCachedBytes ? c10::alloc_cpu(bytes) : Instance().TakeBlock(bytes);
+    void* data = bytes < kMinCachedBytes ? nullptr : Instance().TakeBlock(bytes);
+    // Small requests, and large ones when mmap fails (too many mappings), go to libtorch's own
+    // allocator, which raises libtorch's out-of-memory error if it fails too.
+    if (data == nullptr) data = c10::alloc_cpu(bytes);
     return {data, data, &Free, c10::Device(c10::DeviceType::CPU)};
   }
 
@@ -90,6 +93,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     if (data != nullptr && !Instance().ReturnBlock(data)) c10::free_cpu(data);
   }
 
+  // Returns a cached or newly mapped block of at least `bytes`, or nullptr when mmap fails.
   void* TakeBlock(size_t bytes) {
     size_t size = (bytes + pageBytes_ - 1) / pageBytes_ * pageBytes_;
     {
@@ -112,8 +116,8 @@ class CachingCpuAllocator final : public c10::Allocator {
     if (data == MAP_FAILED) {
       ReleaseCached();
       data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (data == MAP_FAILED) return nullptr;
     }
-    TORCH_CHECK(data != MAP_FAILED, "CPU allocation of ", bytes, " bytes failed: out of memory");
     std::lock_guard<std::mutex> lock(mutex_);
     MarkLiveLocked(data, size);
     return data;
