@@ -266,8 +266,8 @@ export interface OdeSamplerOptions extends Rk45Options {
 
 /**
  * Draws condition.shape[0] samples by integrating the probability-flow ODE from a prior draw at
- * t = 1 down to timeMin. Heun (the default) is second order, so for a given number of evaluations
- * it is more accurate than Euler; rk45 adapts its steps to rtol and atol (1e-5 each, as score_sde).
+ * t = 1 down to timeMin. Heun (the default) is second order, so at the same number of evaluations
+ * it is more accurate than Euler. rk45 adapts its steps to rtol and atol (1e-5 each, as in score_sde).
  * condition: [batch]. Runs without gradients; the caller owns the returned samples.
  */
 export function sampleProbabilityFlow(

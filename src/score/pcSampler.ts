@@ -39,7 +39,7 @@ export function reverseTimeGrid(steps: number, timeMin: number): number[] {
 }
 
 /**
- * The corrector's step-size factor alpha_t (score_sde's LangevinCorrector): 1 - beta(t) dt for VP and
+ * Computes the corrector's step-size factor alpha_t (score_sde's LangevinCorrector): 1 - beta(t) dt for VP and
  * subVP, 1 for VE. It is read off the SDE's linear drift f(x, t) = -beta(t) x / 2 as
  * 1 + 2 f(1, t) dt, so that the sampler never branches on the SDE's name.
  */
@@ -47,7 +47,7 @@ export function langevinAlpha(sde: Sde, t: number, dt: number): number {
   return tidy(() => 1 + 2 * sde.drift(ones([1, 1], { dtype: "float64" }), full([1], t, { dtype: "float64" })).item() * dt);
 }
 
-/** Mean over the batch of the per-sample Euclidean norms of v: [batch, ...]. */
+/** Averages the per-sample Euclidean norms of v: [batch, ...] over the batch. */
 function meanSampleNorm(v: Tensor): number {
   return tidy(() => v.flatten(1).norm(2, [1]).mean().item());
 }
