@@ -173,6 +173,13 @@ describe("engine errors", () => {
     });
   });
 
+  test("failed allocation raises", () => {
+    // 2^48 float32 values are 1 PiB: mmap fails, and so does the fallback to libtorch's allocator.
+    const error = errorOf(() => zeros([2 ** 48]));
+    assert.match(error.message, /^zeros\(\): .*DefaultCPUAllocator: can't allocate memory: you tried to allocate 1125899906842624 bytes/);
+    assert.equal(tidy(() => ones([2]).sum().item()), 2);
+  });
+
   test("the process keeps working after errors", () => {
     for (let i = 0; i < 50; i++) {
       tidy(() => errorOf(() => randn([2, 3]).matmul(randn([4, 5]))));
