@@ -76,6 +76,9 @@ export interface EngineBenchResult {
   train_cpu_ratio: number | null;
   /** torch_infer_step_cpu_ms / infer_step_cpu_ms. */
   infer_cpu_ratio: number | null;
+  /** Mean wall time of adding two 16-element tensors (creation and disposal included), in microseconds: per-call overhead. */
+  op_us: number;
+  torch_op_us: number | null;
   /** Minimum throughput ratio the engine is expected to reach. */
   target_ratio: number;
 }
@@ -205,8 +208,8 @@ class PyTorchReference {
     return { reference, parameters: ready.parameters };
   }
 
-  /** Sends "train", "eval" or "infer" and returns the reply. */
-  async command(name: "train" | "eval" | "infer"): Promise<Record<string, number>> {
+  /** Sends "train", "eval", "infer" or "overhead" and returns the reply. */
+  async command(name: "train" | "eval" | "infer" | "overhead"): Promise<Record<string, number>> {
     this.child.stdin.write(`${name}\n`);
     return this.readLine();
   }
@@ -235,11 +238,38 @@ interface Timings {
   infer: StepTime[];
 }
 
+const overheadOps = 20000;
+
+/** Mean wall time in microseconds of adding two 16-element tensors, freed in scopes of 100. */
+function timeSmallOp(): number {
+  const a = randn([16]);
+  const b = randn([16]);
+  const run = (ops: number) => {
+    for (let i = 0; i < ops / 100; i++) {
+      tidy(() => {
+        for (let j = 0; j < 100; j++) a.add(b);
+      });
+    }
+  };
+  try {
+    run(overheadOps / 10);
+    const start = process.hrtime.bigint();
+    run(overheadOps);
+    return Number(process.hrtime.bigint() - start) / 1e3 / overheadOps;
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+}
+
 /**
  * Times the engine's steps and, with a reference, PyTorch's steps in alternation: warm-up steps
  * of each first, then one timed step of each per repeat.
  */
-async function timeBoth(options: EngineBenchOptions, reference: PyTorchReference | null): Promise<{ engine: Timings; torch: Timings; parameters: number }> {
+async function timeBoth(
+  options: EngineBenchOptions,
+  reference: PyTorchReference | null,
+): Promise<{ engine: Timings; torch: Timings; parameters: number; opUs: number; torchOpUs: number | null }> {
   const generator = new Generator(0);
   const model = new UNetBlock(generator);
   const optimizer = new optim.Adam(model.parameters(), { lr: 1e-4 });
@@ -273,7 +303,9 @@ async function timeBoth(options: EngineBenchOptions, reference: PyTorchReference
         if (reference !== null) torch[mode].push(await reference.step(mode));
       }
     }
-    return { engine, torch, parameters: model.parameterCount() };
+    const opUs = timeSmallOp();
+    const torchOpUs = reference === null ? null : (await reference.command("overhead")).op_us;
+    return { engine, torch, parameters: model.parameterCount(), opUs, torchOpUs };
   } finally {
     optimizer.dispose();
     model.dispose();
@@ -344,6 +376,8 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
     infer_throughput_ratio: ratio(torchInferMs, inferMs),
     train_cpu_ratio: ratio(torchTrainCpuMs, trainCpuMs),
     infer_cpu_ratio: ratio(torchInferCpuMs, inferCpuMs),
+    op_us: round(timings.opUs),
+    torch_op_us: timings.torchOpUs === null ? null : round(timings.torchOpUs),
     target_ratio: targetRatio,
   };
 }
@@ -363,6 +397,8 @@ export function formatEngineBench(result: EngineBenchResult): string {
     `no-grad forward: ${result.infer_step_ms.toFixed(1)} ms${torchMs(result.torch_infer_step_ms)}; ` +
       `${ratio(result.infer_throughput_ratio)}; ${result.infer_gflops.toFixed(1)} GFLOP/s; ` +
       cpu(result.infer_step_cpu_ms, result.torch_infer_step_cpu_ms, result.infer_cpu_ratio),
+    `per-call overhead (add of two 16-element tensors): ${result.op_us.toFixed(2)} us` +
+      (result.torch_op_us === null ? "" : `, PyTorch ${result.torch_op_us.toFixed(2)} us`),
     `median of ${result.repeat} timed steps after ${result.warmup} warm-up steps, alternating with PyTorch's; ` +
       `target: at least ${result.target_ratio}x PyTorch's throughput`,
   ].join("\n");

@@ -8,9 +8,10 @@ wall times in milliseconds:
   /usr/bin/python3 bench/engine_reference.py --batch 64 --threads 2 --warmup 1 --repeat 3
 
 With --serve it prints one JSON line with the parameter count, then reads the commands "train",
-"eval" and "infer" line by line from stdin. It replies to each step with one JSON line
-{"wall_ms", "cpu_ms"}, so that bench/engine.ts can alternate its own steps with PyTorch's under
-the same machine load.
+"eval", "infer" and "overhead" line by line from stdin. It replies to each step with one JSON
+line {"wall_ms", "cpu_ms"}, so that bench/engine.ts can alternate its own steps with PyTorch's
+under the same machine load. "overhead" replies {"op_us"}, the wall time of one addition of two
+16-element tensors, which is almost all per-call overhead.
 """
 import argparse
 import json
@@ -85,8 +86,22 @@ def time_steps(step, warmup, repeat):
     return statistics.median(times)
 
 
+OVERHEAD_OPS = 20000
+
+
+def time_small_op():
+    """Return the mean wall time in microseconds of adding two 16-element tensors."""
+    a, b = torch.randn(16), torch.randn(16)
+    for _ in range(OVERHEAD_OPS // 10):
+        a + b
+    start = time.perf_counter()
+    for _ in range(OVERHEAD_OPS):
+        a + b
+    return (time.perf_counter() - start) / OVERHEAD_OPS * 1e6
+
+
 def serve(model, train_step, infer_step):
-    """Run "train", "eval" and "infer" commands from stdin, replying with one JSON line each."""
+    """Run "train", "eval", "infer" and "overhead" commands from stdin, replying with one JSON line each."""
     print(json.dumps({"parameters": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
                       "torch_version": torch.__version__}), flush=True)
     for line in sys.stdin:
@@ -95,8 +110,11 @@ def serve(model, train_step, infer_step):
             model.eval()
             print(json.dumps({"eval": True}), flush=True)
             continue
+        if command == "overhead":
+            print(json.dumps({"op_us": time_small_op()}), flush=True)
+            continue
         if command not in ("train", "infer"):
-            raise SystemExit(f"unknown command '{command}'; expected train, eval or infer")
+            raise SystemExit(f"unknown command '{command}'; expected train, eval, infer or overhead")
         wall, cpu = time.perf_counter(), time.process_time()
         (train_step if command == "train" else infer_step)()
         print(json.dumps({"wall_ms": (time.perf_counter() - wall) * 1000, "cpu_ms": (time.process_time() - cpu) * 1000}), flush=True)
