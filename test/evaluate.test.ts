@@ -175,3 +175,18 @@ test("index.html renders every plot in Chromium", () => {
   assert.equal(Number(match[2]), svgs);
   assert.equal(Number(match[1]), svgs, `only ${match[1]} of ${svgs} plots decoded`);
 });
+
+test("evaluate command rejects unpaired labels", async () => {
+  const command = await import("../src/cli/commands/evaluate");
+  const args = ["--dataset", "1-photons", "--reference", files.reference, "--generated", files.same, "--generated", files.scaled, "--label", "only-one", "--out", path.join(folder, "unused")];
+  await assert.rejects(command.run(args), /found 1 --label for 2 --generated/);
+  await assert.rejects(command.run(["--dataset", "1-photons", "--reference", files.reference, "--out", reportDir]), /missing required option --generated/);
+  assert.equal(fs.existsSync(path.join(folder, "unused")), false);
+});
+
+test("evaluate rejects mismatched voxel counts", async () => {
+  await assert.rejects(
+    evaluate({ dataset: "2", reference: files.reference, generated: [{ label: "same", path: files.same }], outDir: path.join(folder, "unused"), classifier: false }),
+    /reference file: .*reference\.h5/,
+  );
+});
