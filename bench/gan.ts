@@ -1,7 +1,7 @@
 // Time to generate 100 showers (in model space, without the inverse preprocessing) with the
-// WGAN-GP generator and with CaloScore's predictor-corrector sampler, for the paper configuration
-// of each dataset (configs/dataset1.json, dataset2.json, dataset3.json), in one process with the
-// same batch size and thread count. Also prints the parameter counts of the three networks.
+// WGAN-GP generator and with CaloScore's predictor-corrector sampler, for the configuration of each
+// dataset in the CaloScore paper (Mikuni and Nachman, arXiv:2206.11898; configs/dataset1.json,
+// dataset2.json, dataset3.json), in one process with the same batch size and thread count. Also prints the parameter counts of the three networks.
 //
 // The networks are untrained: generation time does not depend on the weights. CaloScore costs one
 // score evaluation per step and the paper uses 100 steps (dataset 1) or 200 (datasets 2 and 3).
@@ -101,8 +101,8 @@ function benchDataset(name: "1" | "2" | "3", stepsTimed: number, repeat: number,
       }
     });
   } else {
-    // The sampler rejects fewer than about 20 steps for subVP, so the extrapolation times the score
-    // network alone: one evaluation per step is the sampler's whole network cost.
+    // The sampler rejects 19 steps or fewer for subVP, so the extrapolation times the score network
+    // alone. One evaluation per step is the sampler's whole network cost.
     const timedSeconds = minimumSeconds(Math.max(1, repeat - 1), () =>
       noGrad(() => {
         for (const size of sizes) {
@@ -159,9 +159,9 @@ function main(): void {
         `dataset ${name}: input [${result.modelShape.join(", ")}], batches of ${result.batchSize}; parameters: generator ${p.generator.toLocaleString("en-US")}, ` +
           `critic ${p.critic.toLocaleString("en-US")}, score model ${p.scoreModel.toLocaleString("en-US")}`,
       );
-      const how = result.extrapolated ? `extrapolated from ${result.scoreStepsTimed} timed score evaluations per batch` : "full sampler timed";
+      const method = result.extrapolated ? `extrapolated from ${result.scoreStepsTimed} timed score evaluations per batch` : "full sampler timed";
       console.log(
-        `  ${showers} showers: WGAN-GP ${result.ganSeconds.toFixed(3)} s, CaloScore PC sampler (${result.scoreSteps} steps, ${how}) ` +
+        `  ${showers} showers: WGAN-GP ${result.ganSeconds.toFixed(3)} s, CaloScore PC sampler (${result.scoreSteps} steps, ${method}) ` +
           `${result.scoreSeconds.toFixed(1)} s, ratio ${result.ratio.toFixed(0)}`,
       );
     }

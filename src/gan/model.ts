@@ -1,6 +1,6 @@
-// Networks of the WGAN-GP baseline, built from the halves of the CaloScore U-Net: the generator
-// is a dense layer into the coarsest level followed by the decoder (without skip connections),
-// the critic is the encoder followed by a dense layer to one score. Both are conditioned on the
+// Networks of the WGAN-GP baseline, built from the halves of the CaloScore U-Net. The generator is
+// a dense layer into the coarsest level followed by the decoder without skip connections. The
+// critic is the encoder followed by a dense layer to one score. Both are conditioned on the
 // transformed incident energy through an EnergyEmbedding.
 import { cat, Generator, nn, rand, Tensor, tidy } from "../torch";
 import { EnergyEmbedding } from "../score/embedding";
