@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Generator, liveTensors, loadCheckpoint, tidy } from "../src/torch";
+import { Generator, liveTensors, loadCheckpoint, optim, tensor, tidy } from "../src/torch";
 import { parseModelConfig, ModelConfig } from "../src/score/config";
 import { createSde } from "../src/score/sde";
 import { UNetScoreModel } from "../src/score/unet";
@@ -157,4 +157,20 @@ test("paper configs load", () => {
     const config = parseModelConfig(JSON.parse(fs.readFileSync(file, "utf8")), file);
     assert.ok(config.network.channels.length === 3, name);
   }
+});
+
+test("weight average warms its decay up", () => {
+  const param = tensor(new Float64Array([0]), [1], { dtype: "float64" });
+  const ema = new optim.Ema([param], 0.999, true);
+  let expected = 0;
+  for (let n = 0; n < 50; n++) {
+    param.fill_(n + 1);
+    ema.update();
+    const decay = Math.min(0.999, (1 + n) / (10 + n));
+    expected = decay * expected + (1 - decay) * (n + 1);
+    assert.ok(Math.abs(ema.shadow[0].item() - expected) < 1e-9, `update ${n + 1}: ${ema.shadow[0].item()} vs ${expected}`);
+  }
+  assert.equal(ema.updates, 50);
+  ema.dispose();
+  param.dispose();
 });

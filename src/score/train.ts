@@ -33,6 +33,8 @@ export interface TrainingState {
   epoch: number;
   learningRate: number;
   optimizerStep: number;
+  /** Updates of the weight average (0 without one). */
+  emaUpdates: number;
   plateau: { best: number | null; badEpochs: number };
   bestValidationLoss: number | null;
   epochsWithoutImprovement: number;
@@ -118,6 +120,7 @@ function freshState(config: ModelConfig): TrainingState {
     epoch: 0,
     learningRate: config.training.learningRate,
     optimizerStep: 0,
+    emaUpdates: 0,
     plateau: { best: null, badEpochs: 0 },
     bestValidationLoss: null,
     epochsWithoutImprovement: 0,
@@ -138,7 +141,7 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
   fs.mkdirSync(runDir, { recursive: true });
 
   const optimizer = new optim.Adam(model.parameters(), { lr: training.learningRate });
-  const ema = training.ema > 0 ? new optim.Ema(model.parameters(), training.ema) : null;
+  const ema = training.ema > 0 ? new optim.Ema(model.parameters(), training.ema, true) : null;
   const plateau = new optim.ReduceLrOnPlateau(optimizer, { factor: training.lrFactor, patience: training.lrPatience });
   let state = freshState(config);
 
@@ -367,7 +370,7 @@ function saveTrainingState(file: string, model: UNetScoreModel, optimizer: optim
   const optimizerState = optimizer.state();
   for (const [name, t] of optimizerState.tensors) tensors.set(`optimizer.${name}`, t);
   ema?.shadow.forEach((t, i) => tensors.set(`ema.${i}`, t));
-  saveCheckpoint(file, tensors, { ...state, optimizerStep: optimizerState.step });
+  saveCheckpoint(file, tensors, { ...state, optimizerStep: optimizerState.step, emaUpdates: ema?.updates ?? 0 });
 }
 
 function resumeFrom(file: string, model: UNetScoreModel, optimizer: optim.Adam, ema: optim.Ema | null): TrainingState {
@@ -387,6 +390,7 @@ function resumeFrom(file: string, model: UNetScoreModel, optimizer: optim.Adam, 
       if (value === undefined) throw new Error(`${file} has no averaged weights 'ema.${i}', but the configuration sets training.ema`);
       target.copy_(value);
     });
+    if (ema !== null) ema.updates = state.emaUpdates ?? 0;
     return state;
   });
 }

@@ -220,21 +220,38 @@ export class ReduceLrOnPlateau {
   }
 }
 
-/** Exponential moving average of parameters: shadow = decay * shadow + (1 - decay) * param. */
+/**
+ * Exponential moving average of parameters: shadow = d * shadow + (1 - d) * param with d = decay,
+ * or with `warmup` d = min(decay, (1 + n) / (10 + n)) after n updates (the schedule of
+ * TensorFlow's ExponentialMovingAverage with num_updates), so that a short run is not dominated
+ * by the initial weights.
+ */
 export class Ema {
   readonly shadow: Tensor[];
-  constructor(private readonly params: readonly Tensor[], readonly decay = 0.999) {
+  /** Updates applied so far; part of the state to save for an exact resume. */
+  updates = 0;
+
+  constructor(
+    private readonly params: readonly Tensor[],
+    readonly decay = 0.999,
+    readonly warmup = false,
+  ) {
     this.shadow = params.map((p) => keep(noGrad(() => tidy(() => p.detach().clone()))));
   }
+
   update(): void {
+    const decay = this.warmup ? Math.min(this.decay, (1 + this.updates) / (10 + this.updates)) : this.decay;
+    this.updates++;
     noGrad(() => {
-      this.params.forEach((p, i) => this.shadow[i].lerp_(p, 1 - this.decay));
+      this.params.forEach((p, i) => this.shadow[i].lerp_(p, 1 - decay));
     });
   }
+
   /** Copies the averaged weights into the parameters. */
   copyTo(params: readonly Tensor[] = this.params): void {
     noGrad(() => params.forEach((p, i) => p.copy_(this.shadow[i])));
   }
+
   dispose(): void {
     for (const t of this.shadow) t.dispose();
   }
