@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -433,3 +434,42 @@ for (const dataset of ["1-photons", "2", "3"] as const) {
     assert.equal(liveTensors(), before);
   });
 }
+
+test("train and sample commands run a wgan-gp model", async () => {
+  await initHdf5();
+  const dir = temporaryDir("cli");
+  const dataPath = path.join(dir, "showers.h5");
+  await simulateToFile({ dataset: "2", events: 20, seed: 4 }, dataPath, { threads: 1 });
+  const configPath = path.join(dir, "config.json");
+  const { description, ...tiny } = tinyDatasetConfig("2");
+  fs.writeFileSync(configPath, JSON.stringify({ ...tiny, description: `${description} for the command test` }));
+  const cli = path.resolve(__dirname, "../../bin/caloscore.js");
+  const caloscore = (args: string[]) => {
+    const result = spawnSync(process.execPath, [cli, ...args], { env: { ...process.env, CALOSCORE_THREADS: "1" }, encoding: "utf8" });
+    return { status: result.status, output: result.stdout + result.stderr };
+  };
+  const runDir = path.join(dir, "run");
+
+  const train = caloscore(["train", "--model", "wgan-gp", "--config", configPath, "--data", dataPath, "--out", runDir, "--epochs", "1"]);
+  assert.equal(train.status, 0, train.output);
+  assert.match(train.output, /epoch 1\/1: critic loss/);
+  assert.equal(readState(runDir).epoch, 1);
+
+  const outPath = path.join(dir, "generated.h5");
+  const sample = caloscore(["sample", "--run", runDir, "--events", "7", "--batch", "4", "--out", outPath, "--energies-from", dataPath]);
+  assert.equal(sample.status, 0, sample.output);
+  assert.match(sample.output, /with the WGAN-GP generator/);
+
+  const generated = openShowerFile(outPath, { dataset: "2" });
+  const reference = openShowerFile(dataPath, { dataset: "2" });
+  try {
+    assert.equal(generated.count, 7);
+    assert.deepEqual(generated.readEnergies(0, 7), reference.readEnergies(0, 7));
+    const showers = generated.readShowers(0, 7);
+    assert.ok(showers.every((v) => Number.isFinite(v) && v >= 0), "generated voxel energies must be finite and non-negative");
+    assert.ok(showers.some((v) => v > 0), "generated showers are all zero");
+  } finally {
+    generated.close();
+    reference.close();
+  }
+});

@@ -28,6 +28,8 @@ export function createGanNetworks(config: ModelConfig, modelShape: number[]): Ga
 export interface LoadedGanRun {
   info: RunInfo;
   preprocessing: PreprocessingState;
+  /** Path of the loaded checkpoint (the last epoch's; a GAN run keeps no other). */
+  checkpoint: string;
   /** Completed training epochs of the loaded checkpoint. */
   epoch: number;
   /**
@@ -61,6 +63,7 @@ export function loadGanRun(runDir: string): LoadedGanRun {
   return {
     info,
     preprocessing,
+    checkpoint,
     epoch,
     generate(condition: Tensor, generator?: Generator): Tensor {
       if (condition.ndim !== 1) throw new Error(`generate: condition must have shape [batch], found [${condition.shape.join(", ")}]`);

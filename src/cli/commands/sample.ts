@@ -8,18 +8,20 @@ import { energyCondition, inversePreprocess } from "../../calo/preprocess";
 import { configureThreads, Generator, tensor, writeFileAtomic } from "../../torch";
 import { sampleProbabilityFlow } from "../../score/odeSampler";
 import { samplePredictorCorrector, SamplerResult, StepCallback } from "../../score/pcSampler";
-import { loadScoreRun, LoadedScoreRun, readTrainingEnergies } from "../../score/run";
+import { loadScoreRun, LoadedScoreRun, readRunInfo, readTrainingEnergies } from "../../score/run";
+import { LoadedGanRun, loadGanRun } from "../../gan/run";
 import { sampleTimeMin } from "../../score/sde";
 import { epochSeed, mulberry32 } from "../../score/train";
 import { optionalNumber, optionalString, parseOptions, requireString } from "../args";
 import { progressReporter } from "../progress";
 
-export const summary = "generate showers with a trained score model into a CaloChallenge HDF5 file";
+export const summary = "generate showers with a trained score model or WGAN-GP into a CaloChallenge HDF5 file";
 
 const help = `usage: caloscore sample --run RUN/ --events N --out FILE.h5 [options]
 
-Draws N showers from the score model in RUN/, maps them back to voxel energies (MeV) with the
-run's preprocessing and writes FILE.h5 (incident_energies, showers) in chunks of --batch showers.
+Draws N showers from the score model (or WGAN-GP generator) in RUN/, maps them back to voxel
+energies (MeV) with the run's preprocessing and writes FILE.h5 (incident_energies, showers) in
+chunks of --batch showers.
 The file is written as FILE.h5.partial and renamed when complete. Running the same command again
 after an interruption keeps the chunks already written and continues; each chunk has its own
 seed, so the result equals an uninterrupted run.
@@ -37,7 +39,8 @@ options:
   --rtol R, --atol A    tolerances of ode-rk45 (default 1e-5 each)
   --batch N             showers per chunk (default: sampling.batchSize)
   --seed S              integer seed for energies and noise (default 1)
-  --checkpoint WHICH    best (default) or last
+  --checkpoint WHICH    best (default) or last; a wgan-gp run has only last
+                        (--sampler, --steps and --snr do not apply to it)
   --minutes M           stop after the first chunk that ends after M minutes; run again to resume
   --threads N           intra-op threads (default: CALOSCORE_THREADS or all cores)`;
 
@@ -81,12 +84,20 @@ function incidentEnergies(settings: SampleSettings, runDir: string, dataset: str
   return Float32Array.from({ length: settings.events }, () => stored[Math.floor(random() * stored.length)]);
 }
 
-/** Runs the chosen sampler on one chunk. condition: [n] -> samples [n, ...modelShape]. */
-function sampleChunk(loaded: LoadedScoreRun, settings: SampleSettings, condition: Float32Array, chunk: number, onStep: StepCallback): SamplerResult {
-  const { model, sde, preprocessing } = loaded;
+/** A trained score run or WGAN-GP run, told apart by the presence of an SDE. */
+type LoadedRun = LoadedScoreRun | LoadedGanRun;
+
+/** Runs the chosen sampler (or the GAN generator) on one chunk. condition: [n] -> samples [n, ...modelShape]. */
+function sampleChunk(loaded: LoadedRun, settings: SampleSettings, condition: Float32Array, chunk: number, onStep: StepCallback): SamplerResult {
   const generator = new Generator(epochSeed(settings.seed, chunk, 1));
   const conditionTensor = tensor(condition, [condition.length]);
   try {
+    if (!("sde" in loaded)) {
+      const samples = loaded.generate(conditionTensor, generator);
+      onStep(1, 1, sampleTimeMin);
+      return { samples, evaluations: 1 };
+    }
+    const { model, sde, preprocessing } = loaded;
     if (settings.sampler === "pc") {
       return samplePredictorCorrector(model, sde, preprocessing.modelShape, conditionTensor, { steps: settings.steps, snr: settings.snr, generator }, onStep);
     }
@@ -104,7 +115,7 @@ function sampleChunk(loaded: LoadedScoreRun, settings: SampleSettings, condition
   }
 }
 
-function readSettings(parsed: ReturnType<typeof parseOptions>, loaded: LoadedScoreRun, runDir: string): SampleSettings {
+function readSettings(parsed: ReturnType<typeof parseOptions>, loaded: LoadedRun, runDir: string): SampleSettings {
   const sampling = loaded.info.config.sampling;
   const sampler = (optionalString(parsed, "sampler") ?? "pc") as SamplerName;
   if (!samplerNames.includes(sampler)) throw new Error(`sample: --sampler must be one of ${samplerNames.join(", ")}, found '${sampler}'`);
@@ -175,7 +186,7 @@ export async function run(args: string[]): Promise<number> {
   configureThreads(optionalNumber("sample", parsed, "threads", { integer: true, min: 1 }));
   await initHdf5();
 
-  const loaded = loadScoreRun(runDir, checkpointChoice);
+  const loaded: LoadedRun = readRunInfo(runDir).model === "wgan-gp" ? loadGanRun(runDir) : loadScoreRun(runDir, checkpointChoice);
   try {
     const settings = readSettings(parsed, loaded, runDir);
     const { preprocessing } = loaded;
@@ -189,11 +200,13 @@ export async function run(args: string[]): Promise<number> {
     const started = Date.now();
     const chunks = Math.ceil(settings.events / settings.batch);
     if (writer.count > 0) console.log(`sample: resuming ${partialPath} after ${writer.count} of ${settings.events} showers`);
-    console.log(
-      `sample: ${settings.events} showers of dataset ${preprocessing.dataset} with ${settings.sampler} ` +
-        `(${settings.sampler === "ode-rk45" ? `rtol ${settings.rtol}, atol ${settings.atol}` : `${settings.steps} steps`}` +
-        `${settings.sampler === "pc" ? `, snr ${settings.snr}` : ""}), ${loaded.sde.name} SDE, ${loaded.checkpoint}, chunks of ${settings.batch}`,
-    );
+    const method =
+      "sde" in loaded
+        ? `${settings.sampler} ` +
+          `(${settings.sampler === "ode-rk45" ? `rtol ${settings.rtol}, atol ${settings.atol}` : `${settings.steps} steps`}` +
+          `${settings.sampler === "pc" ? `, snr ${settings.snr}` : ""}), ${loaded.sde.name} SDE`
+        : "the WGAN-GP generator";
+    console.log(`sample: ${settings.events} showers of dataset ${preprocessing.dataset} with ${method}, ${loaded.checkpoint}, chunks of ${settings.batch}`);
 
     const progress = progressReporter();
     for (let chunk = Math.floor(writer.count / settings.batch); chunk < chunks; chunk++) {
@@ -232,6 +245,7 @@ export async function run(args: string[]): Promise<number> {
     console.log(`sample: wrote ${settings.events} showers to ${out} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     return 0;
   } finally {
-    loaded.model.dispose();
+    if ("sde" in loaded) loaded.model.dispose();
+    else loaded.dispose();
   }
 }
