@@ -330,8 +330,8 @@ test("resumed GAN training repeats an uninterrupted run exactly", () => {
   const stagedDir = temporaryDir("staged");
   trainGan({ config, ...staged, data, runDir: stagedDir, epochsThisCall: 1, log: () => {} });
   assert.equal(readState(stagedDir).epoch, 1);
-  assert.equal(readState(stagedDir).criticSteps, 5);
-  assert.equal(readState(stagedDir).generatorSteps, 1);
+  assert.equal(readState(stagedDir).criticUpdates, 5);
+  assert.equal(readState(stagedDir).generatorUpdates, 1);
   staged.generator.dispose();
   staged.critic.dispose();
 
@@ -344,8 +344,8 @@ test("resumed GAN training repeats an uninterrupted run exactly", () => {
   const state = trainGan({ config, ...resumed, data, runDir: stagedDir, log: (line) => lines.push(line) });
   assert.match(lines[0], /resumed from .*last\.safetensors after epoch 1 \(5 critic and 1 generator updates\)/);
   assert.equal(state.epoch, 3);
-  assert.equal(state.criticSteps, 15);
-  assert.equal(state.generatorSteps, 5);
+  assert.equal(state.criticUpdates, 15);
+  assert.equal(state.generatorUpdates, 5);
   assert.equal(state.finished, true);
 
   for (const part of ["generator", "critic"] as const) {
@@ -402,7 +402,7 @@ for (const dataset of ["1-photons", "2", "3"] as const) {
     try {
       // A time budget of 0 minutes stops after the first batch and closes epoch 1; the second call resumes.
       assert.equal(await trainGanCommand({ config, file, runDir, minutes: 0 }), 0);
-      assert.deepEqual([readState(runDir).epoch, readState(runDir).criticSteps], [1, 1]);
+      assert.deepEqual([readState(runDir).epoch, readState(runDir).criticUpdates], [1, 1]);
       assert.equal(await trainGanCommand({ config, file, runDir }), 0);
     } finally {
       file.close();
@@ -410,7 +410,7 @@ for (const dataset of ["1-photons", "2", "3"] as const) {
     const state = readState(runDir);
     // 20 showers, 5 held out: 2 batches of 6 in epoch 2, one critic update per batch, and the
     // generator update after the second critic update overall.
-    assert.deepEqual([state.epoch, state.criticSteps, state.generatorSteps, state.finished], [2, 3, 1, true]);
+    assert.deepEqual([state.epoch, state.criticUpdates, state.generatorUpdates, state.finished], [2, 3, 1, true]);
     assert.equal(readRunInfo(runDir).model, "wgan-gp");
 
     const run = loadGanRun(runDir);

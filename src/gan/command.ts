@@ -21,7 +21,7 @@ export async function trainGanCommand(options: TrainGanCommandOptions): Promise<
   const { config, file, runDir, minutes } = options;
   const gan = config.gan;
   console.log(
-    `train: WGAN-GP; ${config.description || config.dataset}; data ${file.path} (${file.count} showers, dataset ${datasetFromVoxelCount(file.voxels)}); ` +
+    `train: WGAN-GP; ${config.description || `dataset ${config.dataset}`}; data ${file.path} (${file.count} showers, dataset ${datasetFromVoxelCount(file.voxels)}); ` +
       `noise ${gan.noiseDim}, ${gan.criticSteps} critic steps per generator step, lambda ${gan.gradientPenalty}, RMSprop lr ${gan.learningRate}`,
   );
   const { preprocessing } = prepareRun(runDir, config, null, "wgan-gp", file);

@@ -32,8 +32,8 @@ export interface GanTrainingState {
   /** Completed epochs. */
   epoch: number;
   /** Critic updates so far; a generator update follows every gan.criticSteps of them. */
-  criticSteps: number;
-  generatorSteps: number;
+  criticUpdates: number;
+  generatorUpdates: number;
   history: GanEpochRecord[];
   finished: boolean;
   stopReason: string | null;
@@ -169,7 +169,7 @@ export function validationWasserstein(
 }
 
 function freshState(): GanTrainingState {
-  return { epoch: 0, criticSteps: 0, generatorSteps: 0, history: [], finished: false, stopReason: null };
+  return { epoch: 0, criticUpdates: 0, generatorUpdates: 0, history: [], finished: false, stopReason: null };
 }
 
 function saveGanState(file: string, generator: GeneratorNetwork, critic: CriticNetwork, generatorOptimizer: optim.RmsProp, criticOptimizer: optim.RmsProp, state: GanTrainingState): void {
@@ -219,8 +219,8 @@ function resumeFrom(file: string, generator: GeneratorNetwork, critic: CriticNet
     critic.loadStateDict(withPrefix(tensors, "critic"), file);
     generatorOptimizer.loadState({ kind: "rmsprop", ...saved.generatorOptimizer, tensors: withPrefix(tensors, "generatorOptimizer") });
     criticOptimizer.loadState({ kind: "rmsprop", ...saved.criticOptimizer, tensors: withPrefix(tensors, "criticOptimizer") });
-    const { epoch, criticSteps, generatorSteps, history, finished, stopReason } = saved;
-    return { epoch, criticSteps, generatorSteps, history, finished, stopReason };
+    const { epoch, criticUpdates, generatorUpdates, history, finished, stopReason } = saved;
+    return { epoch, criticUpdates, generatorUpdates, history, finished, stopReason };
   });
 }
 
@@ -243,7 +243,7 @@ export function trainGan(options: GanTrainOptions): GanTrainingState {
   try {
     if (fs.existsSync(lastPath)) {
       state = resumeFrom(lastPath, generator, critic, generatorOptimizer, criticOptimizer);
-      log(`resumed from ${lastPath} after epoch ${state.epoch} (${state.criticSteps} critic and ${state.generatorSteps} generator updates)`);
+      log(`resumed from ${lastPath} after epoch ${state.epoch} (${state.criticUpdates} critic and ${state.generatorUpdates} generator updates)`);
     }
     if (state.finished) {
       log(`training already finished (${state.stopReason}); delete ${lastPath} to start again`);
@@ -298,8 +298,8 @@ function runEpochs(
       random,
     );
     const sums = { critic: 0, penalty: 0, generator: 0 };
-    let criticUpdates = 0;
-    let generatorUpdates = 0;
+    let epochCriticUpdates = 0;
+    let epochGeneratorUpdates = 0;
     let done = 0;
     let timedOut = false;
     for (const chunkStart of chunkStarts) {
@@ -315,18 +315,18 @@ function runEpochs(
           const step = criticStep(generator, critic, criticOptimizer, batch, gan.gradientPenalty, noise);
           if (!Number.isFinite(step.loss)) {
             throw new Error(
-              `critic loss became ${step.loss} in epoch ${epoch} after ${criticUpdates} critic updates; ` +
+              `critic loss became ${step.loss} in epoch ${epoch} after ${epochCriticUpdates} critic updates; ` +
                 `stopping without saving, ${lastPath} keeps the last good state (try a lower gan.learningRate)`,
             );
           }
           sums.critic += step.loss;
           sums.penalty += step.penalty;
-          criticUpdates++;
-          state.criticSteps++;
-          if (state.criticSteps % gan.criticSteps === 0) {
+          epochCriticUpdates++;
+          state.criticUpdates++;
+          if (state.criticUpdates % gan.criticSteps === 0) {
             sums.generator += generatorStep(generator, critic, generatorOptimizer, batch.condition, noise);
-            generatorUpdates++;
-            state.generatorSteps++;
+            epochGeneratorUpdates++;
+            state.generatorUpdates++;
           }
         });
         done += rows.length;
@@ -335,7 +335,7 @@ function runEpochs(
           maxEpochs: gan.maxEpochs,
           done,
           total: trainCount,
-          loss: sums.critic / criticUpdates,
+          loss: sums.critic / epochCriticUpdates,
           showersPerSecond: done / ((Date.now() - epochStart) / 1000),
         });
         if (Date.now() > deadline) {
@@ -350,9 +350,9 @@ function runEpochs(
     const seconds = (Date.now() - epochStart) / 1000;
     const record: GanEpochRecord = {
       epoch,
-      criticLoss: criticUpdates > 0 ? sums.critic / criticUpdates : NaN,
-      generatorLoss: generatorUpdates > 0 ? sums.generator / generatorUpdates : NaN,
-      gradientPenalty: criticUpdates > 0 ? sums.penalty / criticUpdates : NaN,
+      criticLoss: epochCriticUpdates > 0 ? sums.critic / epochCriticUpdates : NaN,
+      generatorLoss: epochGeneratorUpdates > 0 ? sums.generator / epochGeneratorUpdates : NaN,
+      gradientPenalty: epochCriticUpdates > 0 ? sums.penalty / epochCriticUpdates : NaN,
       validationWasserstein: wasserstein,
       seconds,
       showersPerSecond: done / seconds,
