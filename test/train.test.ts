@@ -174,3 +174,38 @@ test("weight average warms its decay up", () => {
   ema.dispose();
   param.dispose();
 });
+
+test("non-finite loss stops training and keeps the last good checkpoint", () => {
+  const config = toyConfig({ maxEpochs: 5 });
+  const sde = createSde("subVP");
+  const data = toyData(256, 4);
+  const model = buildModel(config);
+  const runDir = temporaryRun();
+  let poisoned = false;
+  assert.throws(
+    () =>
+      trainScoreModel({
+        config,
+        sde,
+        model,
+        data,
+        runDir,
+        log: () => {},
+        onProgress: (event) => {
+          // Corrupt a weight early in epoch 2, as a diverging run would.
+          if (event.epoch === 2 && !poisoned) {
+            model.parameters()[0].fill_(NaN);
+            poisoned = true;
+          }
+        },
+      }),
+    /training loss became NaN in epoch 2 .*last\.safetensors keeps the last good state/,
+  );
+  const state = tidy(() => {
+    const { tensors, sidecar } = loadCheckpoint(path.join(runDir, "last.safetensors"));
+    for (const [name, t] of tensors) assert.ok(t.isfinite().logicalNot().sum().item() === 0, `${name} is finite`);
+    return sidecar as { epoch: number };
+  });
+  assert.equal(state.epoch, 1);
+  model.dispose();
+});
