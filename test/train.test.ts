@@ -152,10 +152,10 @@ test("config with an unknown key or a wrong type is rejected by name", () => {
 });
 
 test("paper configs load", () => {
-  for (const name of ["dataset1", "dataset2", "dataset3", "dataset2-cylindrical"]) {
+  for (const name of ["dataset1", "dataset2", "dataset3", "dataset2-cylindrical", "dataset2-small", "dataset3-small", "demo"]) {
     const file = path.resolve(__dirname, "../../configs", `${name}.json`);
     const config = parseModelConfig(JSON.parse(fs.readFileSync(file, "utf8")), file);
-    assert.ok(config.network.channels.length === 3, name);
+    assert.equal(config.network.channels.length, 3, name);
   }
 });
 
