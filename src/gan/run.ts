@@ -1,4 +1,4 @@
-// WGAN-GP run folders: the same layout as a score run (run.json says model "wgan-gp"), with both
+// WGAN-GP run folders: the same layout as a score run (with model "wgan-gp" in run.json), with both
 // networks, both optimizers' moments and the training state in RUN/last.safetensors.
 import * as fs from "node:fs";
 import * as path from "node:path";

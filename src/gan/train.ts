@@ -1,6 +1,6 @@
-// Training of the WGAN-GP baseline (Gulrajani et al. 2017): the critic minimises
-// E[D(fake)] - E[D(real)] + lambda E[(||grad_x D(x_hat)|| - 1)^2] at random interpolates x_hat, the
-// generator minimises -E[D(fake)]. RMSprop with a fixed learning rate for both networks, one
+// Training of the WGAN-GP baseline (Wasserstein GAN with gradient penalty). The critic minimises
+// E[D(fake)] - E[D(real)] + lambda E[(||grad_x D(x_hat)|| - 1)^2] at random interpolates x_hat, and
+// the generator minimises -E[D(fake)]. RMSprop with a fixed learning rate for both networks, one
 // generator update after every gan.criticSteps critic updates, gan.maxEpochs epochs over the
 // training split, and the last epoch kept. Checkpoints hold both networks and both optimizers'
 // moments, and every random stream of an epoch derives from (seed, epoch), so a run resumed at an
@@ -230,7 +230,7 @@ function resumeFrom(file: string, generator: GeneratorNetwork, critic: CriticNet
  * rows is held out and only used for the per-epoch Wasserstein estimate. Returns the final state.
  */
 export function trainGan(options: GanTrainOptions): GanTrainingState {
-  const { config, generator, critic, data, runDir } = options;
+  const { config, generator, critic, runDir } = options;
   const log = options.log ?? ((line: string) => console.log(line));
   const gan = config.gan;
   if (!Number.isInteger(gan.criticSteps) || gan.criticSteps < 1) throw new Error(`gan.criticSteps must be a positive integer, found ${gan.criticSteps}`);

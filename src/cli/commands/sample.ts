@@ -1,5 +1,5 @@
-// `caloscore sample`: generates showers with a trained score model into a CaloChallenge HDF5 file,
-// chunk by chunk, resuming an interrupted run from the chunks already written.
+// `caloscore sample`: generates showers with a trained score model or WGAN-GP into a CaloChallenge
+// HDF5 file, chunk by chunk, resuming an interrupted run from the chunks already written.
 import * as fs from "node:fs";
 import * as path from "node:path";
 
@@ -84,7 +84,7 @@ function incidentEnergies(settings: SampleSettings, runDir: string, dataset: str
   return Float32Array.from({ length: settings.events }, () => stored[Math.floor(random() * stored.length)]);
 }
 
-/** A trained score run or WGAN-GP run, told apart by the presence of an SDE. */
+/** A trained score run or WGAN-GP run; only a score run has an SDE. */
 type LoadedRun = LoadedScoreRun | LoadedGanRun;
 
 /** Runs the chosen sampler (or the GAN generator) on one chunk. condition: [n] -> samples [n, ...modelShape]. */
