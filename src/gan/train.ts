@@ -56,7 +56,8 @@ export interface GanTrainOptions {
 /**
  * Gradient penalty E[(||grad_x D(x, c)|| - 1)^2] over the batch, with the per-sample gradient norm
  * taken over all of a sample's entries. The gradient is built with createGraph, so the penalty can
- * be differentiated with respect to the critic's parameters (double backpropagation).
+ * be differentiated with respect to the critic's parameters (double backpropagation). It needs
+ * gradient recording, so it cannot run inside noGrad.
  * interpolates: [batch, ...], condition: [batch] -> scalar
  */
 export function gradientPenalty(critic: CriticNetwork, interpolates: Tensor, condition: Tensor): Tensor {
@@ -129,7 +130,7 @@ function generatorStep(generator: GeneratorNetwork, critic: CriticNetwork, optim
  * E[D(real)] - E[D(fake)] over rows [start, end), with the generator in evaluation mode and noise
  * from a fixed seed, so that epochs are compared on the same draws.
  */
-export function validationWasserstein(
+export function estimateWasserstein(
   generator: GeneratorNetwork,
   critic: CriticNetwork,
   data: TrainingData,
@@ -346,7 +347,7 @@ function runEpochs(
       if (timedOut) break;
     }
 
-    const wasserstein = validationWasserstein(generator, critic, data, cache, trainCount, data.count, batchSize, epochSeed(seed, 0, 3));
+    const wasserstein = estimateWasserstein(generator, critic, data, cache, trainCount, data.count, batchSize, epochSeed(seed, 0, 3));
     const seconds = (Date.now() - epochStart) / 1000;
     const record: GanEpochRecord = {
       epoch,
