@@ -24,13 +24,16 @@ export interface ComparisonSpec {
   emd?: boolean;
   /** Compute the separation power and list it under the legend. */
   separation?: boolean;
+  /** Draw the plot (default true); without it only the numbers are computed. */
+  draw?: boolean;
 }
 
 export interface Comparison {
   /** Per model, in the order given. */
   emd: number[];
   separationPower: number[];
-  plot: ReportPlot;
+  /** Null when the spec's `draw` is false. */
+  plot: ReportPlot | null;
 }
 
 /**
@@ -39,7 +42,7 @@ export interface Comparison {
  */
 export function compareSamples(spec: ComparisonSpec, reference: LabelledSample, models: LabelledSample[]): Comparison {
   const log = spec.logX === true;
-  const referenceValues = log ? Float64Array.from(finiteValues(reference.values)).filter((v) => v > 0) : finiteValues(reference.values);
+  const referenceValues = log ? finiteValues(reference.values).filter((v) => v > 0) : finiteValues(reference.values);
   const edges = histogramEdges(referenceValues, { bins: spec.bins ?? 40, scale: log ? "log" : "linear" });
   const referenceCounts = histogram(reference.values, edges);
   const emd: number[] = [];
@@ -53,6 +56,7 @@ export function compareSamples(spec: ComparisonSpec, reference: LabelledSample, 
     separation.push(power);
     series.push({ label: spec.emd === false ? model.label : `${model.label} (EMD ${formatNumber(distance)})`, values: normalise(counts) });
   }
+  if (spec.draw === false) return { emd, separationPower: separation, plot: null };
   const notes = spec.separation === true ? models.map((m, i) => `sep. power ${m.label}: ${formatNumber(separation[i])}`) : [];
   const svg = stepHistogramSvg({ title: spec.title, xLabel: spec.xLabel, yLabel: "Fraction of showers", edges, series, logX: log, logY: spec.logY ?? true, notes });
   return { emd, separationPower: separation, plot: { name: spec.name, caption: spec.title, svg } };
@@ -72,7 +76,7 @@ export interface ProfileSpec {
  * Compares mean-energy profiles (one value per bin, e.g. mean energy per layer). The EMD is that
  * of the energy-weighted distributions over the bin centres, in the unit of the x axis.
  */
-export function compareProfiles(spec: ProfileSpec, reference: { label: string; values: Float64Array }, models: { label: string; values: Float64Array }[]): Comparison {
+export function compareProfiles(spec: ProfileSpec, reference: { label: string; values: Float64Array }, models: { label: string; values: Float64Array }[]): Comparison & { plot: ReportPlot } {
   const centres = Float64Array.from({ length: spec.edges.length - 1 }, (_, i) => 0.5 * (spec.edges[i] + spec.edges[i + 1]));
   const emd = models.map((m) => weightedWasserstein1(centres, reference.values, m.values));
   const series: HistogramSeries[] = [

@@ -337,7 +337,7 @@ function paperSection(geometry: Geometry, reference: SampleData, models: SampleD
   const layers = geometry.layers.length;
   const add = (comparison: Comparison, key: string, layer?: number) => {
     record("emd", key, comparison.emd, layer, layers);
-    plots.push(comparison.plot);
+    if (comparison.plot !== null) plots.push(comparison.plot);
   };
   const compare = (name: string, title: string, xLabel: string, pick: (f: ShowerFeatures) => ArrayLike<number>, log: boolean) =>
     compareSamples({ name, title, xLabel, logX: log }, labelled(reference, pick(reference.paper)), models.map((m) => labelled(m, pick(m.paper))));
@@ -358,12 +358,12 @@ function paperSection(geometry: Geometry, reference: SampleData, models: SampleD
     for (let layer = 0; layer < layers; layer++) {
       const id = geometry.layers[layer].id;
       const comparison = compareSamples(
-        { name: `paper-${quantity.key}-layer${id}`, title: `${quantity.title}, layer ${id}`, xLabel: quantity.xLabel },
+        { name: `paper-${quantity.key}-layer${id}`, title: `${quantity.title}, layer ${id}`, xLabel: quantity.xLabel, draw: plottedLayers.has(layer) },
         labelled(reference, layerColumn(quantity.pick(reference.paper), layers, layer)),
         models.map((m) => labelled(m, layerColumn(quantity.pick(m.paper), layers, layer))),
       );
       record("emd", quantity.key, comparison.emd, layer, layers);
-      if (plottedLayers.has(layer)) layerPlots.push(comparison.plot);
+      if (comparison.plot !== null) layerPlots.push(comparison.plot);
     }
   }
 
@@ -468,10 +468,12 @@ function challengeSection(geometry: Geometry, reference: SampleData, models: Sam
     models.map((m) => labelled(m, m.challenge.eRatio)),
   );
   record("separation_power", "E_tot_over_E_inc", ratio.separationPower);
-  plots.push(ratio.plot);
+  if (ratio.plot !== null) plots.push(ratio.plot);
 
   const plottedLayers = new Set(representativeLayers(layers));
   const perLayer: { key: string; title: string; xLabel: string; log: boolean; pick: (f: ShowerFeatures) => Float64Array }[] = [
+    // NOTE: E_layer is histogrammed on log bins, so showers with an empty layer are left out of
+    // its histograms and separation power.
     { key: "E_layer", title: "Energy deposited in layer", xLabel: "E_layer [MeV]", log: true, pick: (f) => f.eLayer },
     { key: "EC_eta", title: "Centre of energy in x", xLabel: "EC x [mm]", log: false, pick: (f) => f.ecEta },
     { key: "EC_phi", title: "Centre of energy in y", xLabel: "EC y [mm]", log: false, pick: (f) => f.ecPhi },
@@ -486,7 +488,15 @@ function challengeSection(geometry: Geometry, reference: SampleData, models: Sam
     for (let layer = 0; layer < layers; layer++) {
       const id = geometry.layers[layer].id;
       const comparison = compareSamples(
-        { name: `challenge-${quantity.key}-layer${id}`, title: `${quantity.title}, layer ${id}`, xLabel: quantity.xLabel, logX: quantity.log, separation: true, emd: false },
+        {
+          name: `challenge-${quantity.key}-layer${id}`,
+          title: `${quantity.title}, layer ${id}`,
+          xLabel: quantity.xLabel,
+          logX: quantity.log,
+          separation: true,
+          emd: false,
+          draw: plottedLayers.has(layer),
+        },
         labelled(reference, layerColumn(quantity.pick(reference.challenge), layers, layer)),
         models.map((m) => labelled(m, layerColumn(quantity.pick(m.challenge), layers, layer))),
       );
@@ -494,14 +504,14 @@ function challengeSection(geometry: Geometry, reference: SampleData, models: Sam
       const defined = layerColumn(quantity.pick(reference.challenge), layers, layer).some((v) => Number.isFinite(v));
       comparison.separationPower.forEach((power, m) => (perModel[m][layer] = defined ? power : NaN));
       record("separation_power", quantity.key, perModel.map((p) => p[layer]), layer, layers);
-      if (plottedLayers.has(layer) && defined) layerPlots.push(comparison.plot);
+      if (comparison.plot !== null && defined) layerPlots.push(comparison.plot);
     }
     plots.push(perLayerPlot(`challenge-${quantity.key}-separation`, `Separation power by layer: ${quantity.title}`, "Separation power", models.map((m, i) => ({ label: m.label, values: perModel[i] }))));
     tableRows.push([`${quantity.key}, mean over layers`, ...perModel.map((p) => meanFinite(p))]);
   }
   return {
     title: "CaloChallenge high-level features",
-    description: `Voxels below ${formatNumber(evaluationCut(geometry.dataset))} MeV are set to zero first, as the CaloChallenge evaluation does. Separation power: 1/2 sum (h1 - h2)^2 / (h1 + h2) over histograms normalised to unit sum on the reference's range (0 = identical, 1 = disjoint).`,
+    description: `Voxels below ${formatNumber(evaluationCut(geometry.dataset))} MeV are set to zero first, as the CaloChallenge evaluation does. Separation power: 1/2 sum (h1 - h2)^2 / (h1 + h2) over histograms normalised to unit sum on the reference's range (0 = identical, 1 = disjoint). E_layer uses log bins, which leave out showers with an empty layer.`,
     tables: [{ caption: "Separation power", header: ["Feature", ...models.map((m) => m.label)], rows: tableRows }],
     plots: [...plots, ...layerPlots],
   };

@@ -9,9 +9,13 @@ export type Sample = ArrayLike<number>;
 
 /** Finite values of a sample, as float64 (NaN and infinities dropped). */
 export function finiteValues(sample: Sample): Float64Array {
-  const out: number[] = [];
-  for (let i = 0; i < sample.length; i++) if (Number.isFinite(sample[i])) out.push(sample[i]);
-  return Float64Array.from(out);
+  const out = new Float64Array(sample.length);
+  let count = 0;
+  for (let i = 0; i < sample.length; i++) {
+    const x = sample[i];
+    if (Number.isFinite(x)) out[count++] = x;
+  }
+  return count === out.length ? out : out.slice(0, count);
 }
 
 function sortedFinite(sample: Sample): Float64Array {
