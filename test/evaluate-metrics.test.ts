@@ -31,8 +31,8 @@ function gaussian(count: number, seed: number): Float64Array {
   return out;
 }
 
-function closeTo(actual: number, expected: number, tolerance: number, what: string): void {
-  assert.ok(Math.abs(actual - expected) <= tolerance, `${what}: expected ${expected} +- ${tolerance}, found ${actual}`);
+function closeTo(actual: number, expected: number, tolerance: number, label: string): void {
+  assert.ok(Math.abs(actual - expected) <= tolerance, `${label}: expected ${expected} +- ${tolerance}, found ${actual}`);
 }
 
 test("EMD of shifted sample equals shift", () => {

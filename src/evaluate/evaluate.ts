@@ -201,15 +201,15 @@ function highLevelMatrix(features: ShowerFeatures, columns: boolean[] | null, wi
       for (let i = 0; i < features.count; i++) if (Number.isFinite(values(i, c))) return true;
       return false;
     });
-  const kept = selectedColumns.map((k, c) => (k ? c : -1)).filter((c) => c >= 0);
-  const width = kept.length + (withEnergy ? 1 : 0);
+  const columnIndices = selectedColumns.map((k, c) => (k ? c : -1)).filter((c) => c >= 0);
+  const width = columnIndices.length + (withEnergy ? 1 : 0);
   const matrix = new Float32Array(features.count * width);
   for (let i = 0; i < features.count; i++) {
-    kept.forEach((c, j) => {
+    columnIndices.forEach((c, j) => {
       const v = values(i, c);
       matrix[i * width + j] = Number.isFinite(v) ? v : 0;
     });
-    if (withEnergy) matrix[i * width + kept.length] = Math.log10(features.eInc[i]);
+    if (withEnergy) matrix[i * width + columnIndices.length] = Math.log10(features.eInc[i]);
   }
   return { matrix: { values: matrix, rows: features.count, columns: width }, columns: selectedColumns };
 }
@@ -522,7 +522,7 @@ function meanFinite(values: number[]): number {
   return finite.length === 0 ? NaN : finite.reduce((a, b) => a + b, 0) / finite.length;
 }
 
-/** FPD and KPD of each model; fills the metrics and returns the summary table. */
+/** Computes FPD and KPD of each model, fills them into the metrics and returns the summary table. */
 function featureDistances(reference: SampleData, models: SampleData[], metrics: Metrics, options: EvaluateOptions, log: (line: string) => void) {
   const { matrix: referenceMatrix, columns } = highLevelMatrix(reference.challenge, null, false);
   const rows: (string | number)[][] = [];
@@ -543,7 +543,7 @@ function featureDistances(reference: SampleData, models: SampleData[], metrics: 
   return { caption: "Physics distances on high-level features", header: ["Model", "FPD", "FPD error", "KPD", "KPD error"], rows };
 }
 
-/** Low-level and high-level classifiers of each model; fills the metrics and returns the table. */
+/** Trains the low-level and high-level classifiers of each model, fills the metrics and returns the table. */
 function classifiers(reference: SampleData, models: SampleData[], metrics: Metrics, options: EvaluateOptions, log: (line: string) => void) {
   const { matrix: referenceMatrix, columns } = highLevelMatrix(reference.challenge, null, true);
   const rows: (string | number)[][] = [];

@@ -137,7 +137,7 @@ interface Frame {
   bottom: number;
 }
 
-/** Axes box, ticks, tick labels and optional grid for one panel. */
+/** Draws the axes box, ticks, tick labels and axis labels of one panel. */
 function drawAxes(frame: Frame, x: Axis, y: Axis, options: { xLabel?: string; yLabel?: string; xTickLabels?: boolean; yTicks?: number[] }): string[] {
   const out: string[] = [];
   const { left, right, top, bottom } = frame;
@@ -290,8 +290,8 @@ export function stepHistogramSvg(plot: StepHistogramPlot): string {
     const bandTop = toPixel(ratioAxis, 1.1, ratioFrame.bottom, ratioFrame.top);
     const bandBottom = toPixel(ratioAxis, 0.9, ratioFrame.bottom, ratioFrame.top);
     body.push(`<rect x="${ratioFrame.left}" y="${n(bandTop)}" width="${ratioFrame.right - ratioFrame.left}" height="${n(bandBottom - bandTop)}" fill="${referenceFill}"/>`);
-    const one = toPixel(ratioAxis, 1, ratioFrame.bottom, ratioFrame.top);
-    body.push(`<line x1="${ratioFrame.left}" y1="${n(one)}" x2="${ratioFrame.right}" y2="${n(one)}" stroke="${seriesColours[0]}" stroke-dasharray="3 3"/>`);
+    const unitRatio = toPixel(ratioAxis, 1, ratioFrame.bottom, ratioFrame.top);
+    body.push(`<line x1="${ratioFrame.left}" y1="${n(unitRatio)}" x2="${ratioFrame.right}" y2="${n(unitRatio)}" stroke="${seriesColours[0]}" stroke-dasharray="3 3"/>`);
     plot.series.slice(1).forEach((s, k) => {
       const ratio = s.values.map((v, i) => (reference[i] > 0 ? v / reference[i] : NaN));
       const path = stepPath(plot.edges, ratio, x, ratioAxis, ratioFrame);
