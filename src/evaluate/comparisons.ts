@@ -5,7 +5,7 @@ import { HistogramSeries, stepHistogramSvg } from "./plot";
 import type { ReportPlot } from "./report";
 import { formatNumber } from "./report";
 
-/** A labelled sample: "Geant4" for the reference, the model label otherwise. */
+/** A labelled sample: the reference label ("Geant4" by default) or a model label. */
 export interface LabelledSample {
   label: string;
   values: Sample;

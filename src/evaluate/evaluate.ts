@@ -35,8 +35,8 @@ import { formatNumber, ReportPlot, ReportSection, writeReport } from "./report";
 
 export const metricsSchema = "caloscore-evaluate/1";
 
-/** Label of the reference sample in plots and tables. */
-export const referenceLabel = "Geant4";
+/** Default label of the reference sample in plots and tables. */
+export const defaultReferenceLabel = "Geant4";
 
 export interface GeneratedInput {
   label: string;
@@ -50,6 +50,8 @@ export interface EvaluateOptions {
   reference: string;
   generated: GeneratedInput[];
   outDir: string;
+  /** Label of the reference in plots and tables (default "Geant4"). */
+  referenceLabel?: string;
   /** Train the low-level and high-level classifiers. */
   classifier: boolean;
   /** Read at most this many showers of each file (default all). */
@@ -239,6 +241,7 @@ export async function evaluate(options: EvaluateOptions): Promise<Metrics> {
   const labels = options.generated.map((g) => g.label);
   const duplicate = labels.find((label, i) => labels.indexOf(label) !== i);
   if (duplicate !== undefined) throw new Error(`evaluate: the label '${duplicate}' is given to more than one generated file`);
+  const referenceLabel = options.referenceLabel ?? defaultReferenceLabel;
   if (labels.includes(referenceLabel)) throw new Error(`evaluate: the label '${referenceLabel}' is reserved for the reference`);
   const dataset = parseDatasetName(options.dataset);
   const geometry = loadGeometry(dataset);

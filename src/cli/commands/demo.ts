@@ -154,7 +154,7 @@ export async function run(args: string[]): Promise<number> {
   await runCommand({
     title: "evaluate against the held-out reference",
     command: "evaluate",
-    args: ["--dataset", "1-photons", "--reference", referenceFile, ...generated, "--out", reportDir],
+    args: ["--dataset", "1-photons", "--reference", referenceFile, "--reference-label", "GFlash reference", ...generated, "--out", reportDir],
   });
 
   const metrics = JSON.parse(fs.readFileSync(path.join(reportDir, "metrics.json"), "utf8")) as Metrics;

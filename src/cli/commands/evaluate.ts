@@ -1,7 +1,7 @@
 // `caloscore evaluate`: compares generated shower files with a reference and writes an HTML report.
 import * as path from "node:path";
 
-import { flag, optionalNumber, parseOptions, requireString } from "../args";
+import { flag, optionalNumber, optionalString, parseOptions, requireString } from "../args";
 import { evaluate, GeneratedInput } from "../../evaluate/evaluate";
 
 export const summary = "compare generated showers with a reference: paper plots, CaloChallenge metrics, HTML report";
@@ -22,6 +22,7 @@ options:
                         without extension)
   --out DIR             report folder, created if missing
   --no-classifier       skip the classifiers (much faster)
+  --reference-label L   name of the reference in plots and tables (default Geant4)
   --max-showers N       read at most N showers of each file
   --epochs N            maximum classifier epochs (default 50, with early stopping)
   --fpd-batches N       batches per batch size for FPD (default 20)`;
@@ -32,6 +33,7 @@ export async function run(args: string[]): Promise<number> {
     reference: { type: "string" },
     generated: { type: "string", multiple: true },
     label: { type: "string", multiple: true },
+    "reference-label": { type: "string" },
     out: { type: "string" },
     "no-classifier": { type: "boolean" },
     "max-showers": { type: "string" },
@@ -62,6 +64,7 @@ export async function run(args: string[]): Promise<number> {
     reference,
     generated,
     outDir,
+    referenceLabel: optionalString(parsed, "reference-label"),
     classifier: !flag(parsed, "no-classifier"),
     maxShowers,
     classifierOptions: epochs === undefined ? undefined : { maxEpochs: epochs },
