@@ -8,6 +8,10 @@
 // per-step time x steps; the JSON says so. The CaloScore paper reports 4.0 s, 5.8 s and 33.4 s
 // per 100 showers on one A100 GPU.
 //
+// NOTE: at batch 100, dataset 3 needed more than 12 GB of resident memory in caloscore (the process
+// was stopped by the kernel on a 23 GB machine), so run it with a smaller --batch. Times per 100
+// showers are then scaled linearly from the batch, which is an estimate.
+//
 //   node dist/bench/sample.js [--datasets 1,2,3] [--timed 2] [--warmup 1] [--batch 100] [--threads N]
 import { execFileSync } from "node:child_process";
 import * as path from "node:path";
@@ -105,6 +109,8 @@ function main(): void {
       torchGflopsPerSecond: gflops(torch.stepMs),
       extrapolatedSeconds: (ts.stepMs * total) / 1000,
       torchExtrapolatedSeconds: (torch.stepMs * total) / 1000,
+      extrapolatedSecondsPer100: ((ts.stepMs * total) / 1000) * (100 / batch),
+      torchExtrapolatedSecondsPer100: ((torch.stepMs * total) / 1000) * (100 / batch),
       speedRatio: torch.stepMs / ts.stepMs,
       paperA100SecondsPer100: paperSecondsPer100[config.name],
     };
