@@ -255,8 +255,8 @@ function generatedMean(generator: GeneratorNetwork, condition: number): [number,
 test("toy WGAN-GP moves the generated mean with the condition", () => {
   const before = liveTensors();
   const { generator, critic } = toyNetworks();
-  const averagedEpochs = 30;
-  const config = toyConfig({ maxEpochs: 150, learningRate: 2e-3, criticSteps: 5 });
+  const averagedEpochs = 60;
+  const config = toyConfig({ maxEpochs: 200, learningRate: 2e-3, criticSteps: 5 });
   config.training.batchSize = 128;
   const data = toyData(2560, 1);
   const runDir = temporaryDir("toy");
