@@ -7,7 +7,7 @@ import { Generator, liveTensors, loadCheckpoint, optim, tensor, tidy } from "../
 import { parseModelConfig, ModelConfig } from "../src/score/config";
 import { createSde } from "../src/score/sde";
 import { UNetScoreModel } from "../src/score/unet";
-import { evaluateLoss, trainScoreModel, TrainingData } from "../src/score/train";
+import { evaluateLoss, splitRows, trainScoreModel, TrainingData } from "../src/score/train";
 
 /**
  * Showers of a toy 1D "calorimeter" of 32 cells whose profile is fixed by the condition:
@@ -77,10 +77,11 @@ test("training lowers validation loss below an untrained network's", () => {
   const sde = createSde("subVP");
   const data = toyData(640, 1);
   const model = buildModel(config);
-  const untrained = evaluateLoss(model, sde, data, null, 512, 640, 64, 99);
+  const validation = splitRows(640, 0.2).validationRows;
+  const untrained = evaluateLoss(model, sde, data, null, validation, 64, 99);
   const runDir = temporaryRun();
   const state = trainScoreModel({ config, sde, model, data, runDir, log: () => {} });
-  const trained = evaluateLoss(model, sde, data, null, 512, 640, 64, 99);
+  const trained = evaluateLoss(model, sde, data, null, validation, 64, 99);
   assert.ok(untrained > 0.8, `untrained loss ${untrained}`);
   assert.ok(trained < 0.35, `trained loss ${trained}`);
   assert.equal(state.epoch, 25);
@@ -208,4 +209,14 @@ test("non-finite loss stops training and keeps the last good checkpoint", () => 
   });
   assert.equal(state.epoch, 1);
   model.dispose();
+});
+
+test("validation rows are spread evenly over the file", () => {
+  const split = splitRows(1000, 0.2);
+  assert.equal(split.validationCount, 200);
+  assert.deepEqual(split.validationRows.slice(0, 3), [4, 9, 14]);
+  assert.equal(split.validationRows[199], 999);
+  const small = splitRows(7, 0.3);
+  assert.deepEqual(small.validationRows, [3, 6]);
+  assert.throws(() => splitRows(2, 0.2), /leaves no validation shower among 2/);
 });

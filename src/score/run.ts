@@ -8,12 +8,12 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DatasetName } from "../calo/binning";
-import { ShowerFile } from "../calo/hdf5";
-import { fitPreprocessing, forwardPreprocess, PreprocessingState } from "../calo/preprocess";
+import { rowsPerRead, ShowerFile } from "../calo/hdf5";
+import { forwardPreprocess, PreprocessingFitter, PreprocessingState } from "../calo/preprocess";
 import { Generator, writeFileAtomic } from "../torch";
 import { ModelConfig, parseModelConfig } from "./config";
 import { createSde, Sde, SdeName } from "./sde";
-import { TrainingData, loadModelWeights, checkpointNames } from "./train";
+import { checkpointNames, loadModelWeights, splitRows, TrainingData } from "./train";
 import { UNetConfig, UNetScoreModel } from "./unet";
 
 export interface RunInfo {
@@ -31,10 +31,10 @@ export const runFiles = {
   energies: "energies.json",
 };
 
-/** Showers used to fit the preprocessing's standardisation (the first ones of the training split). */
+/** Showers used to fit the preprocessing's standardisation, spread over the training split. */
 const preprocessingFitShowers = 20_000;
 
-/** Stored incident energies to draw from when sampling (a prefix of the training split). */
+/** Stored incident energies to draw from when sampling, spread over the training split. */
 const storedEnergies = 50_000;
 
 export function unetConfig(config: ModelConfig, modelShape: number[]): UNetConfig {
@@ -85,17 +85,48 @@ export function prepareRun(runDir: string, config: ModelConfig, sdeName: SdeName
   }
 
   const count = usableShowers(config, file);
-  const trainCount = count - Math.max(1, Math.round(count * config.training.validationFraction));
-  const fitCount = Math.min(trainCount, preprocessingFitShowers);
-  const energies = file.readEnergies(0, fitCount);
-  const showers = file.readShowers(0, fitCount);
-  const preprocessing = fitPreprocessing(config.dataset as DatasetName, config.layout, energies, showers);
-  const trainEnergies = file.readEnergies(0, Math.min(trainCount, storedEnergies));
-
+  const split = splitRows(count, config.training.validationFraction);
+  const preprocessing = fitOnTrainingRows(config, file, count, split.isValidation);
+  const allEnergies = file.readEnergies(0, count);
+  const trainEnergies = everyNth(
+    Array.from(allEnergies).filter((_, row) => !split.isValidation(row)),
+    Math.ceil((count - split.validationCount) / storedEnergies),
+  );
   writeFileAtomic(path.join(runDir, runFiles.preprocessing), JSON.stringify(preprocessing) + "\n");
-  writeFileAtomic(path.join(runDir, runFiles.energies), JSON.stringify({ unit: "MeV", energies: Array.from(trainEnergies) }) + "\n");
+  writeFileAtomic(path.join(runDir, runFiles.energies), JSON.stringify({ unit: "MeV", energies: trainEnergies }) + "\n");
   writeFileAtomic(infoPath, JSON.stringify(info, null, 2) + "\n");
   return { info, preprocessing };
+}
+
+function everyNth<T>(values: T[], stride: number): T[] {
+  return stride <= 1 ? values : values.filter((_, i) => i % stride === 0);
+}
+
+/**
+ * Fits the preprocessing on at most preprocessingFitShowers training showers taken at even
+ * intervals over the file (files may be ordered by incident energy), reading block by block.
+ */
+function fitOnTrainingRows(config: ModelConfig, file: ShowerFile, count: number, isValidation: (row: number) => boolean): PreprocessingState {
+  const fitter = new PreprocessingFitter(config.dataset as DatasetName, config.layout);
+  const stride = Math.max(1, Math.ceil(count / preprocessingFitShowers));
+  const voxels = file.voxels;
+  const blockRows = rowsPerRead(voxels);
+  for (let start = 0; start < count; start += blockRows) {
+    const end = Math.min(start + blockRows, count);
+    const rows: number[] = [];
+    for (let row = start; row < end; row++) if (row % stride === 0 && !isValidation(row)) rows.push(row - start);
+    if (rows.length === 0) continue;
+    const energies = file.readEnergies(start, end);
+    const showers = file.readShowers(start, end);
+    const pickedEnergies = new Float32Array(rows.length);
+    const pickedShowers = new Float32Array(rows.length * voxels);
+    rows.forEach((row, i) => {
+      pickedEnergies[i] = energies[row];
+      pickedShowers.set(showers.subarray(row * voxels, (row + 1) * voxels), i * voxels);
+    });
+    fitter.add(pickedEnergies, pickedShowers);
+  }
+  return fitter.finish();
 }
 
 export function readRunInfo(runDir: string): RunInfo {

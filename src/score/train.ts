@@ -1,4 +1,4 @@
-// Training loop for score models: Adam, 80/20 split, validation with fixed noise each epoch,
+// Training loop for score models: Adam, 80/20 split spread over the file, validation with fixed noise each epoch,
 // learning rate reduced on plateau, early stopping, best and last checkpoints, and exact resume
 // at epoch boundaries (weights, optimizer moments, schedule and every random stream are
 // functions of the saved state and the epoch number).
@@ -158,8 +158,8 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
     return state;
   }
 
-  const validationCount = Math.max(1, Math.round(data.count * training.validationFraction));
-  const trainCount = data.count - validationCount;
+  const split = splitRows(data.count, training.validationFraction);
+  const trainCount = data.count - split.validationCount;
   if (trainCount < training.batchSize) {
     throw new Error(`training needs at least one batch of ${training.batchSize} showers; the data has ${trainCount} after the validation split`);
   }
@@ -183,9 +183,9 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
 
       model.train();
       optimizer.lr = state.learningRate;
-      const chunkRows = cache !== null ? trainCount : streamChunkRows;
+      const chunkRows = cache !== null ? data.count : streamChunkRows;
       const chunkStarts = shuffle(
-        Array.from({ length: Math.ceil(trainCount / chunkRows) }, (_, i) => i * chunkRows),
+        Array.from({ length: Math.ceil(data.count / chunkRows) }, (_, i) => i * chunkRows),
         random,
       );
       let lossSum = 0;
@@ -193,10 +193,12 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
       let done = 0;
       let timedOut = false;
       for (const chunkStart of chunkStarts) {
-        const chunkEnd = Math.min(chunkStart + chunkRows, trainCount);
+        const chunkEnd = Math.min(chunkStart + chunkRows, data.count);
         const chunk = cache !== null ? cache : data.read(chunkStart, chunkEnd);
         const offset = cache !== null ? chunkStart : 0;
-        const order = shuffle(Array.from({ length: chunkEnd - chunkStart }, (_, i) => i + offset), random);
+        const trainRows: number[] = [];
+        for (let row = chunkStart; row < chunkEnd; row++) if (!split.isValidation(row)) trainRows.push(row - chunkStart + offset);
+        const order = shuffle(trainRows, random);
         for (let b = 0; b + training.batchSize <= order.length; b += training.batchSize) {
           const rows = order.slice(b, b + training.batchSize);
           const loss = trainStep(model, sde, optimizer, chunk, rows, data.modelShape, rowSize, noise, training.gradClip);
@@ -228,7 +230,7 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
 
       // With an average of the weights, validation and the best checkpoint use the averaged weights.
       const trained = ema !== null ? swapIn(model, ema) : null;
-      const validationLoss = evaluateLoss(model, sde, data, cache, trainCount, data.count, training.batchSize, epochSeed(training.seed, 0, 3));
+      const validationLoss = evaluateLoss(model, sde, data, cache, split.validationRows, training.batchSize, epochSeed(training.seed, 0, 3));
       const seconds = (Date.now() - epochStart) / 1000;
       const record: EpochRecord = {
         epoch,
@@ -330,14 +332,32 @@ export function gatherRows(chunk: { condition: Float32Array; x: Float32Array }, 
   return { x, condition };
 }
 
-/** Mean loss over rows [start, end) in evaluation mode with a fixed noise stream. */
+/**
+ * Train/validation split spread over the whole file: row r is a validation row when
+ * floor((r + 1) f) > floor(r f) for the validation fraction f, which marks round(N f) rows at
+ * even intervals. A contiguous split would make the validation set one energy range for files
+ * ordered by incident energy, as simulated dataset-1 files are.
+ */
+export function splitRows(count: number, fraction: number): { validationCount: number; validationRows: number[]; isValidation: (row: number) => boolean } {
+  const isValidation = (row: number) => Math.floor((row + 1) * fraction) > Math.floor(row * fraction);
+  const validationRows: number[] = [];
+  for (let row = 0; row < count; row++) if (isValidation(row)) validationRows.push(row);
+  if (validationRows.length === 0) {
+    throw new Error(`a validation fraction of ${fraction} leaves no validation shower among ${count}; use more showers`);
+  }
+  return { validationCount: validationRows.length, validationRows, isValidation };
+}
+
+/**
+ * Mean loss over the given rows (ascending) in evaluation mode with a fixed noise stream.
+ * With no cache the rows are read chunk by chunk.
+ */
 export function evaluateLoss(
   model: UNetScoreModel,
   sde: Sde,
   data: TrainingData,
   cache: { condition: Float32Array; x: Float32Array } | null,
-  start: number,
-  end: number,
+  rows: readonly number[],
   batchSize: number,
   seed: number,
 ): number {
@@ -346,20 +366,31 @@ export function evaluateLoss(
   const rowSize = data.modelShape.reduce((a, b) => a * b, 1);
   let sum = 0;
   let count = 0;
-  for (let b = start; b < end; b += batchSize) {
-    const stop = Math.min(b + batchSize, end);
-    const chunk = cache !== null ? cache : data.read(b, stop);
-    const first = cache !== null ? b : 0;
-    const rows = Array.from({ length: stop - b }, (_, i) => first + i);
+  const evaluateBatch = (chunk: { condition: Float32Array; x: Float32Array }, local: number[]) => {
     const loss = noGrad(() =>
       tidy(() => {
-        const { x, condition } = gatherRows(chunk, rows, rowSize);
-        const x0 = tensor(x, [rows.length, ...data.modelShape]);
-        return denoisingScoreMatchingLoss(model, sde, x0, tensor(condition, [rows.length]), noise).item();
+        const { x, condition } = gatherRows(chunk, local, rowSize);
+        const x0 = tensor(x, [local.length, ...data.modelShape]);
+        return denoisingScoreMatchingLoss(model, sde, x0, tensor(condition, [local.length]), noise).item();
       }),
     );
-    sum += loss * rows.length;
-    count += rows.length;
+    sum += loss * local.length;
+    count += local.length;
+  };
+  if (cache !== null) {
+    for (let b = 0; b < rows.length; b += batchSize) evaluateBatch(cache, rows.slice(b, b + batchSize));
+  } else {
+    let first = 0;
+    while (first < rows.length) {
+      const chunkStart = rows[first];
+      const chunkEnd = Math.min(chunkStart + streamChunkRows, data.count);
+      let last = first;
+      while (last < rows.length && rows[last] < chunkEnd) last++;
+      const chunk = data.read(chunkStart, chunkEnd);
+      const local = rows.slice(first, last).map((row) => row - chunkStart);
+      for (let b = 0; b < local.length; b += batchSize) evaluateBatch(chunk, local.slice(b, b + batchSize));
+      first = last;
+    }
   }
   model.train();
   return sum / count;

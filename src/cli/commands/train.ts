@@ -13,7 +13,7 @@ export const summary = "train a score model (VE, VP, subVP) or the WGAN-GP basel
 
 const help = `usage: caloscore train --config CONFIG.json --sde subVP|VP|VE --data FILE.h5 --out RUN/ [options]
 
-Trains on FILE.h5 (the last validationFraction of its showers is the validation split) and
+Trains on FILE.h5 (every fifth shower, for validationFraction 0.2, is the validation split) and
 writes checkpoints to RUN/. Running the same command again resumes from RUN/last.safetensors.
 
 options:
