@@ -9,6 +9,9 @@
 // `--steps` score evaluations per batch (3 unless set) and extrapolates linearly to the paper's
 // step count, which leaves out the sampler's elementwise work (noise draws, norms, drift). The
 // output says which was done.
+// NOTE: the extrapolation underestimates the sampler. On dataset 2 (batch 100, one thread, the
+// shared 2-core development machine), 25 sampler steps took 1.13 times as long as 25 bare score
+// evaluations.
 //
 //   node dist/bench/gan.js [--datasets 1,2,3] [--full 1] [--steps 3] [--repeat 3] [--threads N] [--json]
 import * as path from "node:path";
