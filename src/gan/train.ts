@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { grad, Generator, loadCheckpoint, manualSeed, noGrad, optim, rand, saveCheckpoint, Tensor, tensor, tidy } from "../torch";
 import { ModelConfig } from "../score/config";
-import { epochSeed, gatherRows, mulberry32, ProgressEvent, shuffle, streamChunkRows, TrainingData } from "../score/train";
+import { epochSeed, gatherRows, mulberry32, ProgressEvent, shuffle, splitRows, streamChunkRows, TrainingData } from "../score/train";
 import { CriticNetwork, GeneratorNetwork, sampleNoise } from "./model";
 
 export const ganCheckpointName = "last.safetensors";
@@ -127,16 +127,16 @@ function generatorStep(generator: GeneratorNetwork, critic: CriticNetwork, optim
 }
 
 /**
- * E[D(real)] - E[D(fake)] over rows [start, end), with the generator in evaluation mode and noise
- * from a fixed seed, so that epochs are compared on the same draws.
+ * E[D(real)] - E[D(fake)] over the given rows (ascending), with the generator in evaluation mode
+ * and noise from a fixed seed, so that epochs are compared on the same draws. With no cache the
+ * rows are read chunk by chunk.
  */
 export function estimateWasserstein(
   generator: GeneratorNetwork,
   critic: CriticNetwork,
   data: TrainingData,
   cache: { condition: Float32Array; x: Float32Array } | null,
-  start: number,
-  end: number,
+  rows: readonly number[],
   batchSize: number,
   seed: number,
 ): number {
@@ -146,27 +146,38 @@ export function estimateWasserstein(
   const noise = new Generator(seed);
   const rowSize = data.modelShape.reduce((a, b) => a * b, 1);
   let sum = 0;
+  const evaluateBatch = (chunk: { condition: Float32Array; x: Float32Array }, local: number[]) => {
+    sum += noGrad(() =>
+      tidy(() => {
+        const { x, condition } = gatherRows(chunk, local, rowSize);
+        const real = tensor(x, [local.length, ...data.modelShape]);
+        const c = tensor(condition, [local.length]);
+        const fake = generator.forward(sampleNoise(local.length, generator.noiseDim, noise), c);
+        return critic.forward(real, c).sub(critic.forward(fake, c)).sum().item();
+      }),
+    );
+  };
   try {
-    for (let b = start; b < end; b += batchSize) {
-      const stop = Math.min(b + batchSize, end);
-      const chunk = cache !== null ? cache : data.read(b, stop);
-      const first = cache !== null ? b : 0;
-      const rows = Array.from({ length: stop - b }, (_, i) => first + i);
-      sum += noGrad(() =>
-        tidy(() => {
-          const { x, condition } = gatherRows(chunk, rows, rowSize);
-          const real = tensor(x, [rows.length, ...data.modelShape]);
-          const c = tensor(condition, [rows.length]);
-          const fake = generator.forward(sampleNoise(rows.length, generator.noiseDim, noise), c);
-          return critic.forward(real, c).sub(critic.forward(fake, c)).sum().item();
-        }),
-      );
+    if (cache !== null) {
+      for (let b = 0; b < rows.length; b += batchSize) evaluateBatch(cache, rows.slice(b, b + batchSize));
+    } else {
+      let first = 0;
+      while (first < rows.length) {
+        const chunkStart = rows[first];
+        const chunkEnd = Math.min(chunkStart + streamChunkRows, data.count);
+        let last = first;
+        while (last < rows.length && rows[last] < chunkEnd) last++;
+        const chunk = data.read(chunkStart, chunkEnd);
+        const local = rows.slice(first, last).map((row) => row - chunkStart);
+        for (let b = 0; b < local.length; b += batchSize) evaluateBatch(chunk, local.slice(b, b + batchSize));
+        first = last;
+      }
     }
   } finally {
     generator.train(wasTraining);
     critic.train(wasTraining);
   }
-  return sum / (end - start);
+  return sum / rows.length;
 }
 
 function freshState(): GanTrainingState {
@@ -227,8 +238,8 @@ function resumeFrom(file: string, generator: GeneratorNetwork, critic: CriticNet
 
 /**
  * Trains (or resumes training of) a generator and critic on `data`, writing runDir/last.safetensors
- * after every epoch. Resumes from that file when it exists. The last validationFraction of the
- * rows is held out and only used for the per-epoch Wasserstein estimate. Returns the final state.
+ * after every epoch. Resumes from that file when it exists. The validation rows of splitRows are
+ * held out and only used for the per-epoch Wasserstein estimate. Returns the final state.
  */
 export function trainGan(options: GanTrainOptions): GanTrainingState {
   const { config, generator, critic, runDir } = options;
@@ -270,8 +281,9 @@ function runEpochs(
   const gan = config.gan;
   const { batchSize, seed } = config.training;
 
-  const validationCount = Math.max(1, Math.round(data.count * config.training.validationFraction));
-  const trainCount = data.count - validationCount;
+  // The same split as the score model's: validation rows at even intervals over the file.
+  const split = splitRows(data.count, config.training.validationFraction);
+  const trainCount = data.count - split.validationCount;
   if (trainCount < batchSize) {
     throw new Error(`training needs at least one batch of ${batchSize} showers; the data has ${trainCount} after the validation split`);
   }
@@ -293,9 +305,9 @@ function runEpochs(
 
     generator.train();
     critic.train();
-    const chunkRows = cache !== null ? trainCount : streamChunkRows;
+    const chunkRows = cache !== null ? data.count : streamChunkRows;
     const chunkStarts = shuffle(
-      Array.from({ length: Math.ceil(trainCount / chunkRows) }, (_, i) => i * chunkRows),
+      Array.from({ length: Math.ceil(data.count / chunkRows) }, (_, i) => i * chunkRows),
       random,
     );
     const sums = { critic: 0, penalty: 0, generator: 0 };
@@ -304,10 +316,12 @@ function runEpochs(
     let done = 0;
     let timedOut = false;
     for (const chunkStart of chunkStarts) {
-      const chunkEnd = Math.min(chunkStart + chunkRows, trainCount);
+      const chunkEnd = Math.min(chunkStart + chunkRows, data.count);
       const chunk = cache !== null ? cache : data.read(chunkStart, chunkEnd);
       const offset = cache !== null ? chunkStart : 0;
-      const order = shuffle(Array.from({ length: chunkEnd - chunkStart }, (_, i) => i + offset), random);
+      const trainRows: number[] = [];
+      for (let row = chunkStart; row < chunkEnd; row++) if (!split.isValidation(row)) trainRows.push(row - chunkStart + offset);
+      const order = shuffle(trainRows, random);
       for (let b = 0; b + batchSize <= order.length; b += batchSize) {
         const rows = order.slice(b, b + batchSize);
         tidy(() => {
@@ -347,7 +361,7 @@ function runEpochs(
       if (timedOut) break;
     }
 
-    const wasserstein = estimateWasserstein(generator, critic, data, cache, trainCount, data.count, batchSize, epochSeed(seed, 0, 3));
+    const wasserstein = estimateWasserstein(generator, critic, data, cache, split.validationRows, batchSize, epochSeed(seed, 0, 3));
     const seconds = (Date.now() - epochStart) / 1000;
     const record: GanEpochRecord = {
       epoch,
