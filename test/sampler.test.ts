@@ -6,6 +6,7 @@ import { createSde, Sde, SdeName, sampleTimeMin } from "../src/score/sde";
 import { GaussianScoreModel, symmetricEigen } from "../src/score/analytic";
 import { langevinAlpha, samplePredictorCorrector } from "../src/score/pcSampler";
 import { integrateRk45, OdeFunction, sampleProbabilityFlow } from "../src/score/odeSampler";
+import { UNetScoreModel } from "../src/score/unet";
 import { runPython } from "./helpers/caloPython";
 
 // Gaussian data in 4 dimensions with a non-diagonal covariance L L^T (eigenvalues 0.10 to 1.49).
@@ -331,4 +332,26 @@ test("PC sampler rejects too few VP steps", () => {
     const veSamples = samplePredictorCorrector(new GaussianScoreModel(ve, dataMean, dataCovariance), ve, [4], condition, { steps: 5 }).samples;
     assert.ok(Array.from(veSamples.toFloat64()).every(Number.isFinite), "5 VE steps gave non-finite samples");
   });
+});
+
+test("samplers free U-Net tensors", () => {
+  const sde = createSde("subVP");
+  const network = new UNetScoreModel(
+    { dims: 1, inputShape: [1, 16], channels: [4, 8], kernel: 3, pooling: [2], embedding: 8, dropout: 0 },
+    sde,
+    new Generator(12),
+  );
+  network.eval();
+  const condition = tensor(new Float32Array([0.2, 0.8]), [2]);
+  const before = liveTensors();
+  const pc = samplePredictorCorrector(network, sde, [1, 16], condition, { steps: 25, generator: new Generator(1) });
+  const ode = sampleProbabilityFlow(network, sde, [1, 16], condition, { method: "rk45", rtol: 1e-3, atol: 1e-3, generator: new Generator(1) });
+  assert.deepEqual(pc.samples.shape, [2, 1, 16]);
+  assert.deepEqual(ode.samples.shape, [2, 1, 16]);
+  assert.equal(liveTensors(), before + 2, "tensors other than the two results left alive");
+  pc.samples.dispose();
+  ode.samples.dispose();
+  assert.equal(liveTensors(), before);
+  condition.dispose();
+  network.dispose();
 });
