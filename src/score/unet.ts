@@ -3,7 +3,7 @@
 // swish, dropout, average pooling on the way down, nearest upsampling on the way up, skip
 // connections added and scaled by 1/sqrt(2), and the output divided by the marginal standard
 // deviation of the SDE.
-import { F, Generator, nn, Tensor, tidy } from "../torch";
+import { consume, F, Generator, nn, Tensor, tidy } from "../torch";
 import { ConditionEmbedding } from "./embedding";
 import { perSample, Sde } from "./sde";
 import { ScoreModel } from "./scoreModel";
@@ -42,9 +42,9 @@ export class ConditionalConv extends nn.Module {
   /** x: [batch, in, ...spatial], embedding: [batch, E] -> [batch, out, ...spatial] */
   forward(x: Tensor, embedding: Tensor): Tensor {
     return tidy(() => {
-      const h = this.conv.forward(x);
       const bias = this.dense.forward(embedding);
-      return h.add(bias.reshape([bias.shape[0], this.outChannels, ...Array<number>(x.ndim - 2).fill(1)]));
+      const shape = [bias.shape[0], this.outChannels, ...Array<number>(x.ndim - 2).fill(1)];
+      return consume(this.conv.forward(x), (h) => h.add(bias.reshape(shape)));
     });
   }
 }
@@ -73,13 +73,18 @@ export class ConditionalBlock extends nn.Module {
   }
 
   forward(x: Tensor, embedding: Tensor): Tensor {
+    // Each intermediate is freed as soon as the next one exists, which bounds the memory of
+    // no-grad sampling to a few activations of the largest level.
     return tidy(() => {
+      const norm1 = this.norm1;
+      const norm2 = this.norm2;
       let h = this.conv1.forward(x, embedding);
-      if (this.norm1 !== null) h = this.norm1.forward(h);
-      h = this.drop.forward(h.silu());
-      h = this.conv2.forward(h, embedding);
-      if (this.norm2 !== null) h = this.norm2.forward(h);
-      return h.silu();
+      if (norm1 !== null) h = consume(h, (t) => norm1.forward(t));
+      h = consume(h, (t) => t.silu());
+      h = consume(h, (t) => this.drop.forward(t));
+      h = consume(h, (t) => this.conv2.forward(t, embedding));
+      if (norm2 !== null) h = consume(h, (t) => norm2.forward(t));
+      return consume(h, (t) => t.silu());
     });
   }
 }
@@ -123,8 +128,9 @@ export class Encoder extends nn.Module {
       const skips: Tensor[] = [];
       let h = this.input.forward(x, embedding);
       this.blocks.forEach((block, level) => {
-        if (level > 0) h = F.avgPool(h, this.config.pooling);
-        h = block.forward(h, embedding);
+        // Each level's output stays alive as a skip connection; the pooled copy does not.
+        const input = level === 0 ? h : F.avgPool(h, this.config.pooling);
+        h = consume(input, (t) => block.forward(t, embedding));
         skips.push(h);
       });
       return skips;
@@ -159,9 +165,14 @@ export class Decoder extends nn.Module {
       const levels = this.config.channels.length;
       this.reduce.forEach((reduce, i) => {
         const level = levels - 2 - i;
-        h = reduce.forward(F.upsampleNearest(h, this.config.pooling), embedding);
-        if (skips !== null) h = h.add(skips[level]).mul(Math.SQRT1_2);
-        h = this.blocks[i].forward(h, embedding);
+        const upsampled = F.upsampleNearest(h, this.config.pooling);
+        if (h !== bottom) h.dispose();
+        h = consume(upsampled, (t) => reduce.forward(t, embedding));
+        if (skips !== null) {
+          h = consume(h, (t) => t.add(skips[level]));
+          h = consume(h, (t) => t.mul(Math.SQRT1_2));
+        }
+        h = consume(h, (t) => this.blocks[i].forward(t, embedding));
       });
       return this.output.forward(h);
     });

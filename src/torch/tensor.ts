@@ -81,6 +81,18 @@ export function keep<T extends Tensor | Tensor[]>(value: T): T {
   return value;
 }
 
+/**
+ * Applies `fn` to an intermediate tensor and frees that tensor's handle as soon as `fn` returns
+ * (unless `fn` returned it), so that a chain of ops holds one intermediate at a time instead of
+ * every one until the enclosing scope ends. Safe under autograd, whose graph keeps its own
+ * references. Never pass a tensor that is still used afterwards.
+ */
+export function consume(t: Tensor, fn: (t: Tensor) => Tensor): Tensor {
+  const out = fn(t);
+  if (out !== t) t.dispose();
+  return out;
+}
+
 /** Number of native tensors alive in this process (created and not yet freed). */
 export function liveTensors(): number {
   return native.liveCount() as number;
