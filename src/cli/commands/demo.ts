@@ -22,11 +22,11 @@ metrics and whether the quality targets were met.
 options:
   --out DIR       output folder (default demo-output)
   --full          train all four models of the paper (VE, VP, subVP, WGAN-GP) and compare them in one report
-  --minutes M     training time per model in minutes (default 9; 4 per model with --full)
+  --minutes M     training time per model in minutes (default 11; 4 per model with --full)
   --threads N     intra-op threads (default: CALOSCORE_THREADS or all cores)`;
 
 /** Sizes chosen so that the default demo, set-up included, runs within 25 minutes on 2 cores. */
-const demoSizes = { trainShowers: 30_000, referenceShowers: 3_000, trainSeed: 1, referenceSeed: 2 };
+const demoSizes = { trainShowers: 30_000, referenceShowers: 2_000, trainSeed: 1, referenceSeed: 2 };
 
 interface Step {
   title: string;
@@ -104,7 +104,7 @@ export async function run(args: string[]): Promise<number> {
   }
   const outDir = path.resolve(optionalString(parsed, "out") ?? "demo-output");
   const full = flag(parsed, "full");
-  const minutes = optionalNumber("demo", parsed, "minutes", { min: 0.1 }) ?? (full ? 4 : 9);
+  const minutes = optionalNumber("demo", parsed, "minutes", { min: 0.1 }) ?? (full ? 4 : 11);
   const threads = optionalString(parsed, "threads");
   const threadArgs = threads !== undefined ? ["--threads", threads] : [];
   const configPath = path.resolve(__dirname, "../../../../configs/demo.json");
