@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 
-/** What each command module exports. */
+/** Interface of each command module. */
 export interface Command {
   /** One line for `caloscore --help`. */
   summary: string;

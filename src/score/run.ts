@@ -74,14 +74,14 @@ export function prepareRun(runDir: string, config: ModelConfig, sdeName: SdeName
     const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
     if (!same(existing.config, config) || existing.sde !== sdeName || existing.model !== model) {
       throw new Error(
-        `${runDir} holds a run with a different configuration, model or SDE (${existing.model}, ${existing.sde}); ` +
+        `${runDir} contains a run with a different configuration, model or SDE (${existing.model}, ${existing.sde}); ` +
           "choose another --out folder or delete it",
       );
     }
     return { info: existing, preprocessing: readPreprocessing(runDir) };
   }
   if (file.dataset !== config.dataset) {
-    throw new Error(`${file.path} holds dataset ${file.dataset} showers; the configuration is for dataset ${config.dataset}`);
+    throw new Error(`${file.path} contains dataset ${file.dataset} showers; the configuration is for dataset ${config.dataset}`);
   }
 
   const count = usableShowers(config, file);
@@ -167,7 +167,7 @@ export interface LoadedScoreRun {
   checkpoint: string;
 }
 
-/** Loads a trained score run in evaluation mode, from its best checkpoint unless `which` says "last". */
+/** Loads a trained score run in evaluation mode, from its best checkpoint or, with `which` = "last", its last one. */
 export function loadScoreRun(runDir: string, which: "best" | "last" = "best"): LoadedScoreRun {
   const info = readRunInfo(runDir);
   if (info.model !== "score" || info.sde === null) throw new Error(`${runDir} is a ${info.model} run, not a score model`);

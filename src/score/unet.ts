@@ -1,8 +1,8 @@
 // Conditional U-Net score networks (1D for dataset 1, 3D for datasets 2 and 3), after the CaloScore
-// architecture: convolutions whose bias comes from the (time, energy) embedding, batch norm,
-// swish, dropout, average pooling on the way down, nearest upsampling on the way up, skip
-// connections added and scaled by 1/sqrt(2), and the output divided by the marginal standard
-// deviation of the SDE.
+// architecture. Convolutions get their bias from the (time, energy) embedding and are followed by
+// batch norm, swish and dropout. Average pooling goes down a level and nearest upsampling comes
+// back up, skip connections are added and scaled by 1/sqrt(2), and the output is divided by the
+// marginal standard deviation of the SDE.
 import { consume, F, Generator, nn, Tensor, tidy } from "../torch";
 import { ConditionEmbedding } from "./embedding";
 import { perSample, Sde } from "./sde";

@@ -79,8 +79,8 @@ function summarise(file: string, edges: Float64Array | null): DemoSummary {
 }
 
 /**
- * The demo's quality targets: the E_tot/E_inc separation power below 0.05 (the report's value
- * when it has one), and the mean energy of every layer holding at least 1% of the reference
+ * Checks the demo's quality targets: the E_tot/E_inc separation power below 0.05 (the report's
+ * value when it has one), and the mean energy of every layer with at least 1% of the reference
  * energy within 10%.
  */
 function checkQuality(reference: DemoSummary, generated: DemoSummary, reportedSeparation: number | null): QualityCheck[] {
