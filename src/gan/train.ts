@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { grad, Generator, loadCheckpoint, manualSeed, noGrad, optim, rand, saveCheckpoint, Tensor, tensor, tidy } from "../torch";
 import { ModelConfig } from "../score/config";
-import { epochSeed, gatherRows, mulberry32, ProgressEvent, shuffle, splitRows, streamChunkRows, TrainingData } from "../score/train";
+import { epochSeed, forEachRowBatch, gatherRows, mulberry32, ProgressEvent, shuffle, splitRows, streamChunkRows, TrainingData } from "../score/train";
 import { CriticNetwork, GeneratorNetwork, sampleNoise } from "./model";
 
 export const ganCheckpointName = "last.safetensors";
@@ -158,21 +158,7 @@ export function estimateWasserstein(
     );
   };
   try {
-    if (cache !== null) {
-      for (let b = 0; b < rows.length; b += batchSize) evaluateBatch(cache, rows.slice(b, b + batchSize));
-    } else {
-      let first = 0;
-      while (first < rows.length) {
-        const chunkStart = rows[first];
-        const chunkEnd = Math.min(chunkStart + streamChunkRows, data.count);
-        let last = first;
-        while (last < rows.length && rows[last] < chunkEnd) last++;
-        const chunk = data.read(chunkStart, chunkEnd);
-        const local = rows.slice(first, last).map((row) => row - chunkStart);
-        for (let b = 0; b < local.length; b += batchSize) evaluateBatch(chunk, local.slice(b, b + batchSize));
-        first = last;
-      }
-    }
+    forEachRowBatch(data, cache, rows, batchSize, evaluateBatch);
   } finally {
     generator.train(wasTraining);
     critic.train(wasTraining);

@@ -349,6 +349,34 @@ export function splitRows(count: number, fraction: number): { validationCount: n
 }
 
 /**
+ * Calls `visit` with batches of the given rows (ascending), as indices into `chunk`: the cache
+ * when there is one, else chunks of up to streamChunkRows rows read from `data` one at a time.
+ */
+export function forEachRowBatch(
+  data: TrainingData,
+  cache: { condition: Float32Array; x: Float32Array } | null,
+  rows: readonly number[],
+  batchSize: number,
+  visit: (chunk: { condition: Float32Array; x: Float32Array }, local: number[]) => void,
+): void {
+  if (cache !== null) {
+    for (let b = 0; b < rows.length; b += batchSize) visit(cache, rows.slice(b, b + batchSize));
+    return;
+  }
+  let first = 0;
+  while (first < rows.length) {
+    const chunkStart = rows[first];
+    const chunkEnd = Math.min(chunkStart + streamChunkRows, data.count);
+    let last = first;
+    while (last < rows.length && rows[last] < chunkEnd) last++;
+    const chunk = data.read(chunkStart, chunkEnd);
+    const local = rows.slice(first, last).map((row) => row - chunkStart);
+    for (let b = 0; b < local.length; b += batchSize) visit(chunk, local.slice(b, b + batchSize));
+    first = last;
+  }
+}
+
+/**
  * Mean loss over the given rows (ascending) in evaluation mode with a fixed noise stream.
  * With no cache the rows are read chunk by chunk.
  */
@@ -377,21 +405,7 @@ export function evaluateLoss(
     sum += loss * local.length;
     count += local.length;
   };
-  if (cache !== null) {
-    for (let b = 0; b < rows.length; b += batchSize) evaluateBatch(cache, rows.slice(b, b + batchSize));
-  } else {
-    let first = 0;
-    while (first < rows.length) {
-      const chunkStart = rows[first];
-      const chunkEnd = Math.min(chunkStart + streamChunkRows, data.count);
-      let last = first;
-      while (last < rows.length && rows[last] < chunkEnd) last++;
-      const chunk = data.read(chunkStart, chunkEnd);
-      const local = rows.slice(first, last).map((row) => row - chunkStart);
-      for (let b = 0; b < local.length; b += batchSize) evaluateBatch(chunk, local.slice(b, b + batchSize));
-      first = last;
-    }
-  }
+  forEachRowBatch(data, cache, rows, batchSize, evaluateBatch);
   model.train();
   return sum / count;
 }
