@@ -30,8 +30,9 @@ options:
   --run DIR             trained run folder (caloscore train --out)
   --events N            number of showers to generate
   --out FILE            output HDF5 file
-  --energies-from FILE  copy the incident energies of the first N showers of FILE (default: draw
-                        them from the training showers' energies stored with the run)
+  --energies-from FILE  copy the incident energies of N showers of FILE taken at even intervals
+                        (all of them when N is its count; default: draw them from the training
+                        showers' energies stored with the run)
   --sampler NAME        pc (predictor-corrector, default), ode (probability flow, Heun steps) or
                         ode-rk45 (probability flow, adaptive Dormand-Prince)
   --steps N             time steps of pc and ode (default: the run configuration's sampling.steps)
@@ -73,7 +74,10 @@ function incidentEnergies(settings: SampleSettings, runDir: string, dataset: str
       if (reference.count < settings.events) {
         throw new Error(`sample: ${settings.energiesFrom} has ${reference.count} showers; --events ${settings.events} needs at least as many`);
       }
-      return reference.readEnergies(0, settings.events);
+      // Rows at even intervals, so that a file ordered by energy (as simulated dataset-1 files
+      // are) still gives every energy when N is below its count; N equal to the count copies all.
+      const all = reference.readEnergies(0, reference.count);
+      return Float32Array.from({ length: settings.events }, (_, i) => all[Math.floor((i * reference.count) / settings.events)]);
     } finally {
       reference.close();
     }
