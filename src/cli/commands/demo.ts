@@ -12,12 +12,14 @@ import { flag, optionalNumber, optionalString, parseOptions } from "../args";
 
 export const summary = "simulate showers, train a subVP model, generate, evaluate and report (no download)";
 
-const help = `usage: caloscore demo [--out DIR] [--full] [--minutes M]
+const help = `usage: caloscore demo [--out DIR] [--full] [--minutes M] [--threads N]
 
 Simulates dataset-1 photon showers with the built-in GFlash-style simulator, trains a CPU-sized
 subVP CaloScore model (configs/demo.json), generates as many showers as the held-out reference,
 evaluates them and writes an HTML report. Ends by printing the report's path, the headline
-metrics and whether the quality targets were met.
+metrics and whether the quality targets were met. Running it again on the same folder reuses
+what is finished (showers, trained models, generated files) and redoes the evaluation; delete
+the folder to start over.
 
 options:
   --out DIR       output folder (default demo-output)
@@ -134,11 +136,17 @@ export async function run(args: string[]): Promise<number> {
   for (const model of models) {
     const runDir = path.join(outDir, `run-${model}`);
     const modelArgs = model === "wgan-gp" ? ["--model", "wgan-gp"] : ["--sde", model];
-    await runCommand({
-      title: `train ${model} for up to ${minutes} minutes`,
-      command: "train",
-      args: ["--config", configPath, ...modelArgs, "--data", trainFile, "--out", runDir, "--minutes", String(minutes), ...threadArgs],
-    });
+    // The marker makes a rerun after an interruption skip a finished training budget instead
+    // of training the model for another budget; an interrupted training resumes.
+    const trainedMarker = path.join(runDir, "demo-training-done");
+    if (!fs.existsSync(trainedMarker)) {
+      await runCommand({
+        title: `train ${model} for up to ${minutes} minutes`,
+        command: "train",
+        args: ["--config", configPath, ...modelArgs, "--data", trainFile, "--out", runDir, "--minutes", String(minutes), ...threadArgs],
+      });
+      writeFileAtomic(trainedMarker, `${new Date().toISOString()}\n`);
+    }
     const generatedFile = path.join(outDir, `generated-${model}.h5`);
     if (!fs.existsSync(generatedFile)) {
       await runCommand({
