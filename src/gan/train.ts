@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { grad, Generator, loadCheckpoint, manualSeed, noGrad, optim, rand, saveCheckpoint, Tensor, tensor, tidy } from "../torch";
 import { ModelConfig } from "../score/config";
-import { epochSeed, forEachRowBatch, gatherRows, mulberry32, ProgressEvent, shuffle, splitRows, streamChunkRows, TrainingData } from "../score/train";
+import { epochSeed, forEachRowBatch, gatherRows, mulberry32, ProgressEvent, shuffledBatches, splitRows, TrainingData } from "../score/train";
 import { CriticNetwork, GeneratorNetwork, sampleNoise } from "./model";
 
 export const ganCheckpointName = "last.safetensors";
@@ -291,60 +291,45 @@ function runEpochs(
 
     generator.train();
     critic.train();
-    const chunkRows = cache !== null ? data.count : streamChunkRows;
-    const chunkStarts = shuffle(
-      Array.from({ length: Math.ceil(data.count / chunkRows) }, (_, i) => i * chunkRows),
-      random,
-    );
     const sums = { critic: 0, penalty: 0, generator: 0 };
     let epochCriticUpdates = 0;
     let epochGeneratorUpdates = 0;
     let done = 0;
     let timedOut = false;
-    for (const chunkStart of chunkStarts) {
-      const chunkEnd = Math.min(chunkStart + chunkRows, data.count);
-      const chunk = cache !== null ? cache : data.read(chunkStart, chunkEnd);
-      const offset = cache !== null ? chunkStart : 0;
-      const trainRows: number[] = [];
-      for (let row = chunkStart; row < chunkEnd; row++) if (!split.isValidation(row)) trainRows.push(row - chunkStart + offset);
-      const order = shuffle(trainRows, random);
-      for (let b = 0; b + batchSize <= order.length; b += batchSize) {
-        const rows = order.slice(b, b + batchSize);
-        tidy(() => {
-          const { x, condition } = gatherRows(chunk, rows, rowSize);
-          const batch = { real: tensor(x, [rows.length, ...data.modelShape]), condition: tensor(condition, [rows.length]) };
-          const step = criticStep(generator, critic, criticOptimizer, batch, gan.gradientPenalty, noise);
-          if (!Number.isFinite(step.loss)) {
-            throw new Error(
-              `critic loss became ${step.loss} in epoch ${epoch} after ${epochCriticUpdates} critic updates; ` +
-                `stopping without saving, ${lastPath} keeps the last good state (try a lower gan.learningRate)`,
-            );
-          }
-          sums.critic += step.loss;
-          sums.penalty += step.penalty;
-          epochCriticUpdates++;
-          state.criticUpdates++;
-          if (state.criticUpdates % gan.criticSteps === 0) {
-            sums.generator += generatorStep(generator, critic, generatorOptimizer, batch.condition, noise);
-            epochGeneratorUpdates++;
-            state.generatorUpdates++;
-          }
-        });
-        done += rows.length;
-        options.onProgress?.({
-          epoch,
-          maxEpochs: gan.maxEpochs,
-          done,
-          total: trainCount,
-          loss: sums.critic / epochCriticUpdates,
-          showersPerSecond: done / ((Date.now() - epochStart) / 1000),
-        });
-        if (Date.now() > deadline) {
-          timedOut = true;
-          break;
+    for (const { chunk, rows } of shuffledBatches(data, cache, split.isValidation, batchSize, random)) {
+      tidy(() => {
+        const { x, condition } = gatherRows(chunk, rows, rowSize);
+        const batch = { real: tensor(x, [rows.length, ...data.modelShape]), condition: tensor(condition, [rows.length]) };
+        const step = criticStep(generator, critic, criticOptimizer, batch, gan.gradientPenalty, noise);
+        if (!Number.isFinite(step.loss)) {
+          throw new Error(
+            `critic loss became ${step.loss} in epoch ${epoch} after ${epochCriticUpdates} critic updates; ` +
+              `stopping without saving, ${lastPath} keeps the last good state (try a lower gan.learningRate)`,
+          );
         }
+        sums.critic += step.loss;
+        sums.penalty += step.penalty;
+        epochCriticUpdates++;
+        state.criticUpdates++;
+        if (state.criticUpdates % gan.criticSteps === 0) {
+          sums.generator += generatorStep(generator, critic, generatorOptimizer, batch.condition, noise);
+          epochGeneratorUpdates++;
+          state.generatorUpdates++;
+        }
+      });
+      done += rows.length;
+      options.onProgress?.({
+        epoch,
+        maxEpochs: gan.maxEpochs,
+        done,
+        total: trainCount,
+        loss: sums.critic / epochCriticUpdates,
+        showersPerSecond: done / ((Date.now() - epochStart) / 1000),
+      });
+      if (Date.now() > deadline) {
+        timedOut = true;
+        break;
       }
-      if (timedOut) break;
     }
 
     const wasserstein = estimateWasserstein(generator, critic, data, cache, split.validationRows, batchSize, epochSeed(seed, 0, 3));

@@ -183,49 +183,34 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
 
       model.train();
       optimizer.lr = state.learningRate;
-      const chunkRows = cache !== null ? data.count : streamChunkRows;
-      const chunkStarts = shuffle(
-        Array.from({ length: Math.ceil(data.count / chunkRows) }, (_, i) => i * chunkRows),
-        random,
-      );
       let lossSum = 0;
       let batches = 0;
       let done = 0;
       let timedOut = false;
-      for (const chunkStart of chunkStarts) {
-        const chunkEnd = Math.min(chunkStart + chunkRows, data.count);
-        const chunk = cache !== null ? cache : data.read(chunkStart, chunkEnd);
-        const offset = cache !== null ? chunkStart : 0;
-        const trainRows: number[] = [];
-        for (let row = chunkStart; row < chunkEnd; row++) if (!split.isValidation(row)) trainRows.push(row - chunkStart + offset);
-        const order = shuffle(trainRows, random);
-        for (let b = 0; b + training.batchSize <= order.length; b += training.batchSize) {
-          const rows = order.slice(b, b + training.batchSize);
-          const loss = trainStep(model, sde, optimizer, chunk, rows, data.modelShape, rowSize, noise, training.gradClip);
-          ema?.update();
-          if (!Number.isFinite(loss)) {
-            throw new Error(
-              `training loss became ${loss} in epoch ${epoch} after ${batches} batches; ` +
-                `stopping without saving, ${lastPath} keeps the last good state (try a lower learning rate or gradient clipping)`,
-            );
-          }
-          lossSum += loss;
-          batches++;
-          done += rows.length;
-          options.onProgress?.({
-            epoch,
-            maxEpochs: training.maxEpochs,
-            done,
-            total: trainCount,
-            loss: lossSum / batches,
-            showersPerSecond: done / ((Date.now() - epochStart) / 1000),
-          });
-          if (Date.now() > deadline) {
-            timedOut = true;
-            break;
-          }
+      for (const { chunk, rows } of shuffledBatches(data, cache, split.isValidation, training.batchSize, random)) {
+        const loss = trainStep(model, sde, optimizer, chunk, rows, data.modelShape, rowSize, noise, training.gradClip);
+        ema?.update();
+        if (!Number.isFinite(loss)) {
+          throw new Error(
+            `training loss became ${loss} in epoch ${epoch} after ${batches} batches; ` +
+              `stopping without saving, ${lastPath} keeps the last good state (try a lower learning rate or gradient clipping)`,
+          );
         }
-        if (timedOut) break;
+        lossSum += loss;
+        batches++;
+        done += rows.length;
+        options.onProgress?.({
+          epoch,
+          maxEpochs: training.maxEpochs,
+          done,
+          total: trainCount,
+          loss: lossSum / batches,
+          showersPerSecond: done / ((Date.now() - epochStart) / 1000),
+        });
+        if (Date.now() > deadline) {
+          timedOut = true;
+          break;
+        }
       }
 
       // With an average of the weights, validation and the best checkpoint use the averaged weights.
@@ -346,6 +331,36 @@ export function splitRows(count: number, fraction: number): { validationCount: n
     throw new Error(`a validation fraction of ${fraction} leaves no validation shower among ${count}; use more showers`);
   }
   return { validationCount: validationRows.length, validationRows, isValidation };
+}
+
+/**
+ * Yields one epoch's full training batches: the chunks in shuffled order, then the training
+ * (non-validation) rows of each chunk shuffled, as indices into the yielded chunk. Rows left
+ * over at the end of a chunk are dropped. The chunk order is drawn before the first batch and
+ * each chunk's row order when the chunk is reached, so the stream of `random` is fixed by the
+ * data size alone.
+ */
+export function* shuffledBatches(
+  data: TrainingData,
+  cache: { condition: Float32Array; x: Float32Array } | null,
+  isValidation: (row: number) => boolean,
+  batchSize: number,
+  random: () => number,
+): IterableIterator<{ chunk: { condition: Float32Array; x: Float32Array }; rows: number[] }> {
+  const chunkRows = cache !== null ? data.count : streamChunkRows;
+  const chunkStarts = shuffle(
+    Array.from({ length: Math.ceil(data.count / chunkRows) }, (_, i) => i * chunkRows),
+    random,
+  );
+  for (const chunkStart of chunkStarts) {
+    const chunkEnd = Math.min(chunkStart + chunkRows, data.count);
+    const chunk = cache !== null ? cache : data.read(chunkStart, chunkEnd);
+    const offset = cache !== null ? chunkStart : 0;
+    const trainRows: number[] = [];
+    for (let row = chunkStart; row < chunkEnd; row++) if (!isValidation(row)) trainRows.push(row - chunkStart + offset);
+    const order = shuffle(trainRows, random);
+    for (let b = 0; b + batchSize <= order.length; b += batchSize) yield { chunk, rows: order.slice(b, b + batchSize) };
+  }
 }
 
 /**
