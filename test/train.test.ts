@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Generator, liveTensors, loadCheckpoint, optim, tensor, tidy } from "../src/torch";
+import { Generator, liveTensors, loadCheckpoint, noGrad, optim, randn, tensor, tidy, zeros } from "../src/torch";
 import { parseModelConfig, ModelConfig } from "../src/score/config";
 import { createSde } from "../src/score/sde";
 import { UNetScoreModel } from "../src/score/unet";
@@ -150,6 +150,36 @@ test("config with an unknown key or a wrong type is rejected by name", () => {
   assert.throws(() => parseModelConfig({ dataset: "2", network: { channels: [1], kernel: 3, pooling: [3, 2, 2], embedding: 8, chanels: 3 }, sampling: { steps: 2 }, training: { batchSize: 2 } }, "x.json"), /x\.json: unknown key 'network\.chanels'/);
   assert.throws(() => parseModelConfig({ dataset: "2", network: { channels: [1], kernel: "3", pooling: [3, 2, 2], embedding: 8 }, sampling: { steps: 2 }, training: { batchSize: 2 } }, "x.json"), /key 'network\.kernel' must be an integer, found string "3"/);
   assert.throws(() => parseModelConfig({ dataset: "4" }, "x.json"), /key 'dataset' must be one of/);
+  assert.throws(() => parseModelConfig({ dataset: "2", network: { channels: [1], kernel: 3, pooling: [3, 2, 2], embedding: 8, positionEmbedding: "yes" }, sampling: { steps: 2 }, training: { batchSize: 2 } }, "x.json"), /key 'network\.positionEmbedding' must be true or false, found string "yes"/);
+});
+
+test("position embedding lets the network tell positions apart on a uniform input", () => {
+  const sde = createSde("subVP", { sigmaMin: 0.01, sigmaMax: 50, betaMin: 0.1, betaMax: 20 });
+  const build = (positionEmbedding: boolean) =>
+    new UNetScoreModel({ dims: 1, inputShape: [1, 64], channels: [4, 8], kernel: 3, pooling: [2], embedding: 8, dropout: 0, positionEmbedding }, sde, new Generator(3)).eval();
+  const plain = build(false);
+  const positioned = build(true);
+  const named = new Map(positioned.namedParameters());
+  const position = named.get("encoder.position");
+  assert.ok(position !== undefined, "encoder.position is a parameter");
+  assert.deepEqual(position.shape, [1, 4, 64]);
+  assert.equal(positioned.parameterCount() - plain.parameterCount(), 4 * 64);
+  noGrad(() => tidy(() => position.copy_(randn([1, 4, 64], { generator: new Generator(4) }))));
+
+  // A uniform input away from the zero-padded edges: a convolution network without position
+  // information gives every interior entry the same output; with it the outputs differ.
+  const interiorSpread = (model: UNetScoreModel): number =>
+    noGrad(() =>
+      tidy(() => {
+        const out = model.noisePrediction(zeros([1, 1, 64]), tensor(new Float32Array([0.5]), [1]), tensor(new Float32Array([0.5]), [1]));
+        const interior = out.slice(2, 24, 40);
+        return interior.max().sub(interior.min()).item();
+      }),
+    );
+  assert.ok(interiorSpread(plain) < 1e-6, `without position embedding: spread ${interiorSpread(plain)}`);
+  assert.ok(interiorSpread(positioned) > 1e-3, `with position embedding: spread ${interiorSpread(positioned)}`);
+  plain.dispose();
+  positioned.dispose();
 });
 
 test("paper configs load", () => {

@@ -9,6 +9,8 @@ export interface NetworkConfig {
   embedding: number;
   dropout: number;
   fourierScale: number;
+  /** Learned position embedding after the input convolution (see UNetConfig.positionEmbedding). */
+  positionEmbedding: boolean;
 }
 
 export interface SdeConfig {
@@ -70,7 +72,7 @@ export interface ModelConfig {
   gan: GanConfig;
 }
 
-type Kind = "number" | "integer" | "string" | "number[]" | "integer[]" | { oneOf: readonly string[] } | Schema;
+type Kind = "number" | "integer" | "string" | "boolean" | "number[]" | "integer[]" | { oneOf: readonly string[] } | Schema;
 interface Schema {
   [key: string]: Kind;
 }
@@ -79,7 +81,7 @@ const schema: Schema = {
   description: "string",
   dataset: { oneOf: ["1-photons", "1-pions", "2", "3"] },
   layout: { oneOf: ["cartesian", "cylindrical"] },
-  network: { channels: "integer[]", kernel: "integer", pooling: "integer[]", embedding: "integer", dropout: "number", fourierScale: "number" },
+  network: { channels: "integer[]", kernel: "integer", pooling: "integer[]", embedding: "integer", dropout: "number", fourierScale: "number", positionEmbedding: "boolean" },
   sde: { sigmaMin: "number", sigmaMax: "number", betaMin: "number", betaMax: "number" },
   training: {
     batchSize: "integer",
@@ -101,7 +103,7 @@ const schema: Schema = {
 const defaults = {
   description: "",
   layout: "cartesian",
-  network: { dropout: 0.1, fourierScale: 16 },
+  network: { dropout: 0.1, fourierScale: 16, positionEmbedding: false },
   sde: { sigmaMin: 0.01, sigmaMax: 50, betaMin: 0.1, betaMax: 20 },
   training: {
     learningRate: 1e-3,
@@ -133,6 +135,8 @@ function check(value: unknown, kind: Kind, key: string, source: string): void {
     if (typeof value !== "number" || !Number.isFinite(value)) fail("a number");
   } else if (kind === "integer") {
     if (typeof value !== "number" || !Number.isInteger(value)) fail("an integer");
+  } else if (kind === "boolean") {
+    if (typeof value !== "boolean") fail("true or false");
   } else if (kind === "string") {
     if (typeof value !== "string") fail("a string");
   } else if (kind === "number[]" || kind === "integer[]") {

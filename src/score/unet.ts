@@ -3,7 +3,7 @@
 // batch norm, swish and dropout. Average pooling goes down a level and nearest upsampling comes
 // back up, skip connections are added and scaled by 1/sqrt(2), and the output is divided by the
 // marginal standard deviation of the SDE.
-import { consume, F, Generator, nn, Tensor, tidy } from "../torch";
+import { consume, F, Generator, nn, Tensor, tidy, zeros } from "../torch";
 import { ConditionEmbedding } from "./embedding";
 import { perSample, Sde } from "./sde";
 import { ScoreModel } from "./scoreModel";
@@ -26,6 +26,11 @@ export interface UNetConfig {
   circularAxes?: number[];
   /** Scale of the random Fourier features. */
   fourierScale?: number;
+  /**
+   * Adds a learned tensor [channels[0], ...padded spatial] after the input convolution, so the
+   * network knows where each entry sits (a convolution alone is blind to position).
+   */
+  positionEmbedding?: boolean;
 }
 
 /** Convolution with "same" padding whose bias is shifted per sample by a dense map of the embedding. */
@@ -109,6 +114,7 @@ export function paddedSpatialShape(spatial: number[], pooling: number[], levels:
 /** Encoder half: input convolution, then one block per level with pooling between levels. */
 export class Encoder extends nn.Module {
   private readonly input: ConditionalConv;
+  private readonly position: Tensor | null = null;
   private readonly blocks: ConditionalBlock[] = [];
 
   constructor(readonly config: UNetConfig, embedding: number, options: BlockOptions, generator?: Generator) {
@@ -116,6 +122,10 @@ export class Encoder extends nn.Module {
     const { dims, channels, kernel } = config;
     const circular = config.circularAxes ?? [];
     this.input = this.child("input", new ConditionalConv(dims, config.inputShape[0], channels[0], kernel, embedding, circular, generator));
+    if (config.positionEmbedding === true) {
+      const padded = paddedSpatialShape(config.inputShape.slice(1), config.pooling, channels.length);
+      this.position = this.param("position", zeros([1, channels[0], ...padded]));
+    }
     channels.forEach((c, level) => {
       const inChannels = level === 0 ? channels[0] : channels[level - 1];
       this.blocks.push(this.child(`down${level}`, new ConditionalBlock(dims, inChannels, c, kernel, embedding, circular, options, generator)));
@@ -127,6 +137,8 @@ export class Encoder extends nn.Module {
     return tidy(() => {
       const skips: Tensor[] = [];
       let h = this.input.forward(x, embedding);
+      const position = this.position;
+      if (position !== null) h = consume(h, (t) => t.add(position));
       this.blocks.forEach((block, level) => {
         // Each level's output stays alive as a skip connection; the pooled copy does not.
         const input = level === 0 ? h : F.avgPool(h, this.config.pooling);
