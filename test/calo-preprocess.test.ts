@@ -166,3 +166,80 @@ test("condition maps the energy range onto 0..1", () => {
   assertClose(energyCondition(state, [1000, 31622.7766, 1_000_000]), [0, 0.5, 1], 0, 1e-6, "condition");
   assertClose(conditionToEnergy(state, [0, 0.5, 1]), [1000, 31622.7766, 1_000_000], 1e-6, 0, "energy");
 });
+
+/** Layer energies [n, layers] of showers [n, voxels]. */
+function layerEnergies(dataset: DatasetName, showers: ArrayLike<number>, n: number): Float64Array {
+  const geometry = loadGeometry(dataset);
+  const layers = geometry.layers.length;
+  const sums = new Float64Array(n * layers);
+  for (let i = 0; i < n; i += 1) {
+    for (let v = 0; v < geometry.voxelCount; v += 1) sums[i * layers + geometry.layerOfVoxel[v]] += showers[i * geometry.voxelCount + v];
+  }
+  return sums;
+}
+
+for (const dataset of ["1-photons", "1-pions"] as const) {
+  test(`dataset ${dataset} with layer energies: entries follow the closed form and the round trip is exact`, () => {
+    const { energies, showers } = loadFixture(dataset, 40);
+    const geometry = loadGeometry(dataset);
+    const voxels = geometry.voxelCount;
+    const layers = geometry.layers.length;
+    const state = JSON.parse(JSON.stringify(fitPreprocessing(dataset, "cartesian", energies, showers, { layerEnergies: true })));
+    assert.equal(state.layerEnergies, true);
+    assert.deepEqual(state.modelShape, [1, dataset === "1-photons" ? 384 : 576]);
+    const { x } = forwardPreprocess(state, energies, showers);
+    const size = state.modelSize;
+    const sums = layerEnergies(dataset, showers, 40);
+    const logit = (value: number) => {
+      const scaled = 1e-6 + (1 - 2e-6) * value;
+      return Math.log(scaled / (1 - scaled));
+    };
+    const u = (i: number, k: number) => x[i * size + k] * state.std[k] + state.mean[k];
+    for (let i = 0; i < 40; i += 1) {
+      let total = 0;
+      for (let l = 0; l < layers; l += 1) total += sums[i * layers + l];
+      for (const v of [0, 100, voxels - 1]) {
+        const layerSum = sums[i * layers + geometry.layerOfVoxel[v]];
+        const expected = logit(layerSum > 0 ? showers[i * voxels + v] / layerSum : 0);
+        assert.ok(Math.abs(u(i, v) - expected) < 1e-4 * (1 + Math.abs(expected)), `shower ${i} voxel ${v}: ${u(i, v)} vs ${expected}`);
+      }
+      const totalExpected = logit(total / (3.1 * energies[i]));
+      assert.ok(Math.abs(u(i, voxels) - totalExpected) < 1e-4 * (1 + Math.abs(totalExpected)), `shower ${i} total entry`);
+      for (let l = 0; l < layers; l += 1) {
+        const expected = logit(sums[i * layers + l] / total);
+        assert.ok(Math.abs(u(i, voxels + 1 + l) - expected) < 1e-4 * (1 + Math.abs(expected)), `shower ${i} layer entry ${l}`);
+      }
+      for (let k = voxels + 1 + layers; k < size; k += 1) assert.equal(x[i * size + k], 0, "padding entries are 0");
+    }
+    assertClose(inversePreprocess(state, energies, x), showers, 2e-5, 1e-9, "showers");
+  });
+}
+
+test("layer-energy entries fix the layer energies of the inverse whatever the voxel entries", () => {
+  const { energies, showers } = loadFixture("1-photons", 30);
+  const state = fitPreprocessing("1-photons", "cartesian", energies, showers, { layerEnergies: true });
+  const { x } = forwardPreprocess(state, energies, showers);
+  // Replace every voxel entry by another shower's, so only the total and layer entries stay.
+  const size = state.modelSize;
+  const scrambled = x.slice();
+  for (let i = 0; i < 30; i += 1) scrambled.set(x.subarray(((i + 7) % 30) * size, ((i + 7) % 30) * size + state.voxels), i * size);
+  const back = inversePreprocess({ ...state, voxelThreshold: 0 }, energies, scrambled);
+  const expected = layerEnergies("1-photons", showers, 30);
+  const found = layerEnergies("1-photons", back, 30);
+  const layers = loadGeometry("1-photons").layers.length;
+  const hasEmptyLayer = (row: number) => Array.from({ length: layers }, (_, l) => expected[row * layers + l]).some((energy) => energy === 0);
+  let checked = 0;
+  for (let i = 0; i < 30; i += 1) {
+    // A layer whose borrowed voxels are all 0 cannot hold energy (the other layers share it), so
+    // only showers where neither row has an empty layer are compared.
+    const other = (i + 7) % 30;
+    if (hasEmptyLayer(i) || hasEmptyLayer(other)) continue;
+    checked += 1;
+    for (let l = 0; l < layers; l += 1) {
+      const relative = Math.abs(found[i * layers + l] / expected[i * layers + l] - 1);
+      assert.ok(relative < 1e-4, `shower ${i} layer ${l}: ${found[i * layers + l]} vs ${expected[i * layers + l]}`);
+    }
+  }
+  assert.ok(checked >= 5, `${checked} showers compared`);
+  assert.throws(() => fitPreprocessing("2", "cylindrical", energies.subarray(0, 1), new Float32Array(6480), { layerEnergies: true }), /layer-energy entries apply to dataset 1 only; found dataset 2/);
+});

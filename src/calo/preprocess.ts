@@ -7,6 +7,9 @@
 //
 // Dataset 1 (1D layout): voxels are divided by the shower's total energy E_tot instead, an extra
 // entry contains E_tot / (f E_inc), and the row is padded with zeros to 384 entries (576 for pions).
+// With layer energies (an option for dataset 1), voxels are divided by their layer's energy
+// E_layer instead, and one entry per layer after the E_tot entry holds E_layer / E_tot, so the
+// model learns how the energy is shared among layers as a few entries of its own.
 // Datasets 2 and 3: entries are Cartesian cells (voxelize.ts) or the cylindrical voxels themselves.
 //
 // All arithmetic runs in float64; the model input is stored as float32.
@@ -35,6 +38,11 @@ export interface PreprocessingState {
   /** Incident energy range in MeV that the condition maps to [0, 1]. */
   energyMin: number;
   energyMax: number;
+  /**
+   * Dataset 1 only: voxels normalised by their layer's energy, plus one E_layer / E_tot entry per
+   * layer. Absent (false) in runs made before the option existed.
+   */
+  layerEnergies?: boolean;
   /** Mean and standard deviation of u per model entry, [modelSize]; padding entries have 0 and 1. */
   mean: number[];
   std: number[];
@@ -54,11 +62,12 @@ export interface PreprocessingState {
 export const logitOffset = 1e-6;
 
 /**
- * Model width of the 1D layout: the voxels plus the energy entry, padded with zeros to a multiple
- * of 64 so three poolings by 4 divide it (384 for dataset 1 photons, 576 for pions).
+ * Model width of the 1D layout: the voxels, the energy entry and `layers` layer-energy entries,
+ * padded with zeros to a multiple of 64 so three poolings by 4 divide it (384 for dataset 1
+ * photons, 576 for pions, with or without layer entries).
  */
-export function flatModelSize(voxels: number): number {
-  return Math.ceil((voxels + 1) / 64) * 64;
+export function flatModelSize(voxels: number, layers = 0): number {
+  return Math.ceil((voxels + 1 + layers) / 64) * 64;
 }
 
 /** f in E' = E / (f E_inc): an upper bound of a voxel's share of the incident energy, as in CaloScore. */
@@ -93,8 +102,23 @@ export function conditionToEnergy(state: Pick<PreprocessingState, "energyMin" | 
   return result;
 }
 
-function modelShapeFor(dataset: DatasetName, layout: ModelLayout, gridSize: number): number[] {
-  if (dataset === "1-photons" || dataset === "1-pions") return [1, flatModelSize(voxelCounts[dataset])];
+/** Layer index of each voxel and the layer count, for the layer-energy entries of dataset 1. */
+function layerIndex(dataset: DatasetName): { layerOfVoxel: Int32Array; layers: number } {
+  let cached = layerIndexCache.get(dataset);
+  if (cached === undefined) {
+    const geometry = loadGeometry(dataset);
+    cached = { layerOfVoxel: geometry.layerOfVoxel, layers: geometry.layers.length };
+    layerIndexCache.set(dataset, cached);
+  }
+  return cached;
+}
+
+const layerIndexCache = new Map<DatasetName, { layerOfVoxel: Int32Array; layers: number }>();
+
+function modelShapeFor(dataset: DatasetName, layout: ModelLayout, gridSize: number, layerEnergies: boolean): number[] {
+  if (dataset === "1-photons" || dataset === "1-pions") {
+    return [1, flatModelSize(voxelCounts[dataset], layerEnergies ? layerIndex(dataset).layers : 0)];
+  }
   const geometry = loadGeometry(dataset);
   if (layout === "cartesian") return [1, geometry.layers.length, gridSize, gridSize];
   return [1, ...cylindricalShape(geometry)];
@@ -138,6 +162,25 @@ function logitValues(state: PreprocessingState, energies: ArrayLike<number>, sho
     return Math.log(x / (1 - x));
   };
 
+  if (state.layout === "flat" && state.layerEnergies === true) {
+    const voxels = state.voxels;
+    const { layerOfVoxel, layers } = layerIndex(state.dataset);
+    const layerSums = new Float64Array(layers);
+    for (let i = 0; i < n; i += 1) {
+      layerSums.fill(0);
+      for (let v = 0; v < voxels; v += 1) layerSums[layerOfVoxel[v]] += showers[i * voxels + v];
+      const total = layerSums.reduce((sum, value) => sum + value, 0);
+      const row = i * size;
+      for (let v = 0; v < voxels; v += 1) {
+        const layerSum = layerSums[layerOfVoxel[v]];
+        u[row + v] = logit(layerSum > 0 ? showers[i * voxels + v] / layerSum : 0);
+      }
+      u[row + voxels] = logit(total / (f * energies[i]));
+      for (let l = 0; l < layers; l += 1) u[row + voxels + 1 + l] = logit(total > 0 ? layerSums[l] / total : 0);
+    }
+    return u;
+  }
+
   if (state.layout === "flat") {
     const voxels = state.voxels;
     for (let i = 0; i < n; i += 1) {
@@ -177,8 +220,15 @@ function forEachBlock(
 }
 
 /** Entries of a model row that carry data; the rest is padding. */
-function dataEntries(state: Pick<PreprocessingState, "layout" | "voxels" | "modelSize">): number {
-  return state.layout === "flat" ? state.voxels + 1 : state.modelSize;
+function dataEntries(state: Pick<PreprocessingState, "dataset" | "layout" | "voxels" | "modelSize" | "layerEnergies">): number {
+  if (state.layout !== "flat") return state.modelSize;
+  return state.voxels + 1 + (state.layerEnergies === true ? layerIndex(state.dataset).layers : 0);
+}
+
+/** Options of a preprocessing fit. */
+export interface PreprocessingOptions {
+  /** Dataset 1 only: learn E_layer / E_tot entries and normalise voxels by E_layer. */
+  layerEnergies?: boolean;
 }
 
 /**
@@ -192,10 +242,12 @@ export class PreprocessingFitter {
   private readonly priorSum: Float64Array | null;
   private count = 0;
 
-  constructor(dataset: DatasetName, layout: ModelLayout) {
+  constructor(dataset: DatasetName, layout: ModelLayout, options: PreprocessingOptions = {}) {
     const flat = dataset === "1-photons" || dataset === "1-pions";
+    const layerEnergies = options.layerEnergies === true;
+    if (layerEnergies && !flat) throw new Error(`layer-energy entries apply to dataset 1 only; found dataset ${dataset}`);
     const gridSize = !flat && layout === "cartesian" ? defaultGridSize(loadGeometry(dataset)) : null;
-    const modelShape = modelShapeFor(dataset, layout, gridSize ?? 0);
+    const modelShape = modelShapeFor(dataset, layout, gridSize ?? 0, layerEnergies);
     const modelSize = modelShape.reduce((product, extent) => product * extent, 1);
     const range = incidentEnergyRange[dataset];
     this.state = {
@@ -209,6 +261,7 @@ export class PreprocessingFitter {
       logitOffset,
       energyMin: range.min,
       energyMax: range.max,
+      layerEnergies,
       mean: [],
       std: [],
       gridSize,
@@ -266,8 +319,14 @@ export class PreprocessingFitter {
  * Fits the preprocessing on training showers [n, voxels] (MeV) with incident energies [n] (MeV).
  * Dataset 1 always uses the 1D layout, whatever `layout` is.
  */
-export function fitPreprocessing(dataset: DatasetName, layout: ModelLayout, energies: ArrayLike<number>, showers: Float32Array | Float64Array): PreprocessingState {
-  const fitter = new PreprocessingFitter(dataset, layout);
+export function fitPreprocessing(
+  dataset: DatasetName,
+  layout: ModelLayout,
+  energies: ArrayLike<number>,
+  showers: Float32Array | Float64Array,
+  options: PreprocessingOptions = {},
+): PreprocessingState {
+  const fitter = new PreprocessingFitter(dataset, layout, options);
   fitter.add(energies, showers);
   return fitter.finish();
 }
@@ -315,7 +374,32 @@ export function inversePreprocess(state: PreprocessingState, energies: ArrayLike
   };
 
   const showers = new Float32Array(n * voxels);
-  if (state.layout === "flat") {
+  if (state.layout === "flat" && state.layerEnergies === true) {
+    const { layerOfVoxel, layers } = layerIndex(state.dataset);
+    const fractions = new Float64Array(voxels);
+    const voxelSums = new Float64Array(layers);
+    const shares = new Float64Array(layers);
+    for (let i = 0; i < n; i += 1) {
+      const row = i * size;
+      voxelSums.fill(0);
+      for (let v = 0; v < voxels; v += 1) {
+        fractions[v] = scaled(x[row + v], v);
+        voxelSums[layerOfVoxel[v]] += fractions[v];
+      }
+      // Voxel fractions are renormalised within each layer and the layer shares across layers,
+      // leaving out layers whose voxels are all 0, so the layers add up to the predicted total.
+      let shareSum = 0;
+      for (let l = 0; l < layers; l += 1) {
+        shares[l] = voxelSums[l] > 0 ? scaled(x[row + voxels + 1 + l], voxels + 1 + l) : 0;
+        shareSum += shares[l];
+      }
+      const total = scaled(x[row + voxels], voxels) * f * energies[i];
+      for (let v = 0; v < voxels; v += 1) {
+        const l = layerOfVoxel[v];
+        showers[i * voxels + v] = shareSum > 0 ? (total * shares[l] * fractions[v]) / (shareSum * voxelSums[l]) : 0;
+      }
+    }
+  } else if (state.layout === "flat") {
     const fractions = new Float64Array(voxels);
     for (let i = 0; i < n; i += 1) {
       const row = i * size;

@@ -65,6 +65,11 @@ export interface ModelConfig {
   description: string;
   dataset: "1-photons" | "1-pions" | "2" | "3";
   layout: "cartesian" | "cylindrical";
+  /**
+   * Dataset 1 only: the model also learns each layer's share of the shower energy (one entry per
+   * layer), and voxels are normalised by their layer's energy instead of the total.
+   */
+  layerEnergies: boolean;
   network: NetworkConfig;
   sde: SdeConfig;
   training: TrainingConfig;
@@ -81,6 +86,7 @@ const schema: Schema = {
   description: "string",
   dataset: { oneOf: ["1-photons", "1-pions", "2", "3"] },
   layout: { oneOf: ["cartesian", "cylindrical"] },
+  layerEnergies: "boolean",
   network: { channels: "integer[]", kernel: "integer", pooling: "integer[]", embedding: "integer", dropout: "number", fourierScale: "number", positionEmbedding: "boolean" },
   sde: { sigmaMin: "number", sigmaMax: "number", betaMin: "number", betaMax: "number" },
   training: {
@@ -103,6 +109,7 @@ const schema: Schema = {
 const defaults = {
   description: "",
   layout: "cartesian",
+  layerEnergies: false,
   network: { dropout: 0.1, fourierScale: 16, positionEmbedding: false },
   sde: { sigmaMin: 0.01, sigmaMax: 50, betaMin: 0.1, betaMax: 20 },
   training: {
@@ -182,6 +189,9 @@ export function parseModelConfig(raw: unknown, source: string): ModelConfig {
   const expectedPooling = parsed.dataset.startsWith("1") ? 1 : 3;
   if (parsed.network.pooling.length !== expectedPooling) {
     throw new Error(`${source}: key 'network.pooling' needs ${expectedPooling} factor(s) for dataset ${parsed.dataset}, found [${parsed.network.pooling}]`);
+  }
+  if (parsed.layerEnergies && !parsed.dataset.startsWith("1")) {
+    throw new Error(`${source}: key 'layerEnergies' applies to dataset 1 only, found dataset ${parsed.dataset}`);
   }
   const ema = parsed.training.ema;
   if (!(ema >= 0 && ema < 1)) throw new Error(`${source}: key 'training.ema' must lie in [0, 1), found ${ema}`);
