@@ -7,6 +7,7 @@ import { Generator, liveTensors, loadCheckpoint, noGrad, optim, randn, tensor, t
 import { parseModelConfig, ModelConfig } from "../src/score/config";
 import { createSde } from "../src/score/sde";
 import { UNetScoreModel } from "../src/score/unet";
+import { ConditionEmbedding } from "../src/score/embedding";
 import { evaluateLoss, splitRows, trainScoreModel, TrainingData } from "../src/score/train";
 
 /**
@@ -181,6 +182,18 @@ test("position embedding lets the network tell positions apart on a uniform inpu
   assert.ok(interiorSpread(positioned) > 1e-3, `with position embedding: spread ${interiorSpread(positioned)}`);
   plain.dispose();
   positioned.dispose();
+});
+
+test("time and energy Fourier features take their own scales", () => {
+  const embedding = new ConditionEmbedding(256, 16, new Generator(8), 1);
+  const buffers = new Map(embedding.namedBuffers());
+  // W holds 2 pi scale N(0, 1) draws; the root mean square of 128 draws is within about 20% of scale.
+  const spread = (name: string) => tidy(() => buffers.get(name)!.square().mean().sqrt().item()) / (2 * Math.PI);
+  const time = spread("time.W");
+  const energy = spread("energy.W");
+  assert.ok(time > 12 && time < 20, `time scale ${time}`);
+  assert.ok(energy > 0.75 && energy < 1.25, `energy scale ${energy}`);
+  embedding.dispose();
 });
 
 test("paper configs load", () => {

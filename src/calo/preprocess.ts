@@ -396,7 +396,7 @@ export function inversePreprocess(state: PreprocessingState, energies: ArrayLike
       const total = scaled(x[row + voxels], voxels) * f * energies[i];
       for (let v = 0; v < voxels; v += 1) {
         const l = layerOfVoxel[v];
-        showers[i * voxels + v] = shareSum > 0 ? (total * shares[l] * fractions[v]) / (shareSum * voxelSums[l]) : 0;
+        showers[i * voxels + v] = shares[l] > 0 ? (total * shares[l] * fractions[v]) / (shareSum * voxelSums[l]) : 0;
       }
     }
   } else if (state.layout === "flat") {

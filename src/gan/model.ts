@@ -55,7 +55,7 @@ export class UNetGenerator extends GeneratorNetwork {
     this.bottomShape = [config.channels[levels - 1], ...coarsest];
     const bottomSize = this.bottomShape.reduce((a, b) => a * b, 1);
 
-    this.embedding = this.child("embedding", new EnergyEmbedding(config.embedding, config.fourierScale ?? 16, generator));
+    this.embedding = this.child("embedding", new EnergyEmbedding(config.embedding, config.energyFourierScale ?? config.fourierScale ?? 16, generator));
     this.dense = this.child("dense", new nn.Linear(noiseDim + 1, bottomSize, true, { generator }));
     this.decoder = this.child("decoder", new Decoder(config, config.embedding, { dropout: ganDropout, normalize: true }, generator));
   }
@@ -92,7 +92,7 @@ export class UNetCritic extends CriticNetwork {
     const coarsest = levelShapes(this.padded, config.pooling, levels)[levels - 1];
     const flatSize = config.channels[levels - 1] * coarsest.reduce((a, b) => a * b, 1);
 
-    this.embedding = this.child("embedding", new EnergyEmbedding(config.embedding, config.fourierScale ?? 16, generator));
+    this.embedding = this.child("embedding", new EnergyEmbedding(config.embedding, config.energyFourierScale ?? config.fourierScale ?? 16, generator));
     this.encoder = this.child("encoder", new Encoder(config, config.embedding, { dropout: ganDropout, normalize: false }, generator));
     this.dense = this.child("dense", new nn.Linear(flatSize, 1, true, { generator }));
   }

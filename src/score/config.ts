@@ -8,7 +8,13 @@ export interface NetworkConfig {
   pooling: number[];
   embedding: number;
   dropout: number;
+  /** Scale of the random Fourier features of the diffusion time. */
   fourierScale: number;
+  /**
+   * Scale of the random Fourier features of the incident energy. A small scale (about 1) gives
+   * neighbouring energies similar features, so what is learned at one energy carries to the next.
+   */
+  energyFourierScale: number;
   /** Learned position embedding after the input convolution (see UNetConfig.positionEmbedding). */
   positionEmbedding: boolean;
 }
@@ -87,7 +93,7 @@ const schema: Schema = {
   dataset: { oneOf: ["1-photons", "1-pions", "2", "3"] },
   layout: { oneOf: ["cartesian", "cylindrical"] },
   layerEnergies: "boolean",
-  network: { channels: "integer[]", kernel: "integer", pooling: "integer[]", embedding: "integer", dropout: "number", fourierScale: "number", positionEmbedding: "boolean" },
+  network: { channels: "integer[]", kernel: "integer", pooling: "integer[]", embedding: "integer", dropout: "number", fourierScale: "number", energyFourierScale: "number", positionEmbedding: "boolean" },
   sde: { sigmaMin: "number", sigmaMax: "number", betaMin: "number", betaMax: "number" },
   training: {
     batchSize: "integer",
@@ -110,7 +116,7 @@ const defaults = {
   description: "",
   layout: "cartesian",
   layerEnergies: false,
-  network: { dropout: 0.1, fourierScale: 16, positionEmbedding: false },
+  network: { dropout: 0.1, fourierScale: 16, energyFourierScale: 16, positionEmbedding: false },
   sde: { sigmaMin: 0.01, sigmaMax: 50, betaMin: 0.1, betaMax: 20 },
   training: {
     learningRate: 1e-3,

@@ -25,7 +25,8 @@ export class GaussianFourierFeatures extends nn.Module {
 /**
  * Embedding of (t, condition): Fourier features of each (width/2 frequencies), concatenated to
  * 2 x width, then Linear(2 width, 2 width) + swish and Linear(2 width, width) + swish.
- * t: [batch], condition: [batch] -> [batch, width]
+ * t: [batch], condition: [batch] -> [batch, width]. `scale` sets the frequencies of t's features
+ * and `energyScale` those of the condition's.
  */
 export class ConditionEmbedding extends nn.Module {
   private readonly timeFeatures: GaussianFourierFeatures;
@@ -33,11 +34,11 @@ export class ConditionEmbedding extends nn.Module {
   private readonly dense1: nn.Linear;
   private readonly dense2: nn.Linear;
 
-  constructor(readonly width: number, scale = 16, generator?: Generator) {
+  constructor(readonly width: number, scale = 16, generator?: Generator, energyScale = scale) {
     super();
     if (width % 2 !== 0) throw new Error(`embedding width must be even, found ${width}`);
     this.timeFeatures = this.child("time", new GaussianFourierFeatures(width / 2, scale, generator));
-    this.energyFeatures = this.child("energy", new GaussianFourierFeatures(width / 2, scale, generator));
+    this.energyFeatures = this.child("energy", new GaussianFourierFeatures(width / 2, energyScale, generator));
     this.dense1 = this.child("dense1", new nn.Linear(2 * width, 2 * width, true, { generator }));
     this.dense2 = this.child("dense2", new nn.Linear(2 * width, width, true, { generator }));
   }

@@ -47,6 +47,7 @@ export function unetConfig(config: ModelConfig, modelShape: number[]): UNetConfi
     embedding: config.network.embedding,
     dropout: config.network.dropout,
     fourierScale: config.network.fourierScale,
+    energyFourierScale: config.network.energyFourierScale,
     positionEmbedding: config.network.positionEmbedding,
     // In the cylindrical layout [layers, alpha, r] the angle is spatial axis 1 and wraps around.
     circularAxes: config.layout === "cylindrical" ? [1] : [],

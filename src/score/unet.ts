@@ -24,8 +24,10 @@ export interface UNetConfig {
   dropout: number;
   /** Spatial axes (0 = first spatial axis) with circular padding, e.g. [1] for alpha in [layers, alpha, r]. */
   circularAxes?: number[];
-  /** Scale of the random Fourier features. */
+  /** Scale of the random Fourier features of the diffusion time. */
   fourierScale?: number;
+  /** Scale of the random Fourier features of the incident-energy condition (default: fourierScale). */
+  energyFourierScale?: number;
   /**
    * Adds a learned tensor [channels[0], ...padded spatial] after the input convolution, so the
    * network knows where each entry sits (a convolution alone is blind to position).
@@ -203,7 +205,7 @@ export class UNetScoreModel extends nn.Module implements ScoreModel {
     super();
     validateUNetConfig(config);
     const options = { dropout: config.dropout, normalize: true };
-    this.embedding = this.child("embedding", new ConditionEmbedding(config.embedding, config.fourierScale ?? 16, generator));
+    this.embedding = this.child("embedding", new ConditionEmbedding(config.embedding, config.fourierScale ?? 16, generator, config.energyFourierScale ?? config.fourierScale ?? 16));
     this.encoder = this.child("encoder", new Encoder(config, config.embedding, options, generator));
     this.decoder = this.child("decoder", new Decoder(config, config.embedding, options, generator));
     this.spatial = config.inputShape.slice(1);

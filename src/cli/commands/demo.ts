@@ -48,6 +48,8 @@ async function runCommand(step: Step): Promise<void> {
 interface QualityCheck {
   name: string;
   value: number;
+  /** Statistical uncertainty of value from the finite samples (one standard deviation), when known. */
+  uncertainty: number | null;
   target: string;
   passed: boolean;
 }
@@ -56,6 +58,8 @@ interface QualityCheck {
 interface DemoSummary {
   layerIds: number[];
   meanEnergyPerLayer: number[];
+  /** Standard error of each mean in meanEnergyPerLayer. */
+  meanEnergyError: number[];
   eRatio: Float64Array;
   eRatioHistogram: Float64Array;
 }
@@ -68,13 +72,22 @@ function summarise(file: string, edges: Float64Array | null): DemoSummary {
       threshold: hitThreshold(geometry.dataset),
       cut: evaluationCut(geometry.dataset),
     });
-    const meanEnergyPerLayer = features.layerIds.map((_, layer) => {
+    const meanEnergyPerLayer: number[] = [];
+    const meanEnergyError: number[] = [];
+    features.layerIds.forEach((_, layer) => {
       let sum = 0;
-      for (let row = 0; row < features.count; row++) sum += features.eLayer[row * features.layers + layer];
-      return sum / features.count;
+      let sumSquares = 0;
+      for (let row = 0; row < features.count; row++) {
+        const energy = features.eLayer[row * features.layers + layer];
+        sum += energy;
+        sumSquares += energy * energy;
+      }
+      const mean = sum / features.count;
+      meanEnergyPerLayer.push(mean);
+      meanEnergyError.push(Math.sqrt(Math.max(sumSquares / features.count - mean * mean, 0) / features.count));
     });
     const bins = edges ?? histogramEdges(features.eRatio, { bins: 50 });
-    return { layerIds: features.layerIds, meanEnergyPerLayer, eRatio: features.eRatio, eRatioHistogram: histogram(features.eRatio, bins) };
+    return { layerIds: features.layerIds, meanEnergyPerLayer, meanEnergyError, eRatio: features.eRatio, eRatioHistogram: histogram(features.eRatio, bins) };
   } finally {
     showerFile.close();
   }
@@ -88,12 +101,15 @@ function summarise(file: string, edges: Float64Array | null): DemoSummary {
 function checkQuality(reference: DemoSummary, generated: DemoSummary, reportedSeparation: number | null): QualityCheck[] {
   const checks: QualityCheck[] = [];
   const separation = reportedSeparation ?? separationPower(reference.eRatioHistogram, generated.eRatioHistogram);
-  checks.push({ name: "separation power of E_tot/E_inc", value: separation, target: "< 0.05", passed: separation < 0.05 });
+  checks.push({ name: "separation power of E_tot/E_inc", value: separation, uncertainty: null, target: "< 0.05", passed: separation < 0.05 });
   const total = reference.meanEnergyPerLayer.reduce((a, b) => a + b, 0);
   reference.meanEnergyPerLayer.forEach((energy, layer) => {
     if (energy < 0.01 * total) return;
-    const deviation = Math.abs(generated.meanEnergyPerLayer[layer] / energy - 1);
-    checks.push({ name: `mean energy in layer ${reference.layerIds[layer]}, relative deviation`, value: deviation, target: "< 0.10", passed: deviation < 0.1 });
+    const ratio = generated.meanEnergyPerLayer[layer] / energy;
+    const deviation = Math.abs(ratio - 1);
+    // Error of the ratio of two independent means, to first order.
+    const uncertainty = ratio * Math.hypot(reference.meanEnergyError[layer] / energy, generated.meanEnergyError[layer] / generated.meanEnergyPerLayer[layer]);
+    checks.push({ name: `mean energy in layer ${reference.layerIds[layer]}, relative deviation`, value: deviation, uncertainty, target: "< 0.10", passed: deviation < 0.1 });
   });
   return checks;
 }
@@ -187,7 +203,8 @@ export async function run(args: string[]): Promise<number> {
     const reported = Number(m.separation_power.E_tot_over_E_inc);
     quality[model] = checkQuality(reference, summary, Number.isFinite(reported) ? reported : null);
     for (const check of quality[model]) {
-      console.log(`  ${check.passed ? "PASS" : "FAIL"} ${check.name}: ${check.value.toFixed(4)} (target ${check.target})`);
+      const error = check.uncertainty !== null ? ` +- ${check.uncertainty.toFixed(4)} (statistical)` : "";
+      console.log(`  ${check.passed ? "PASS" : "FAIL"} ${check.name}: ${check.value.toFixed(4)}${error} (target ${check.target})`);
     }
   }
   writeFileAtomic(path.join(reportDir, "quality.json"), JSON.stringify(quality, null, 2) + "\n");
