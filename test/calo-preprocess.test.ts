@@ -241,5 +241,13 @@ test("layer-energy entries fix the layer energies of the inverse whatever the vo
     }
   }
   assert.ok(checked >= 5, `${checked} showers compared`);
+
+  // Layer 0 of the first shower generated empty: the other layers share its energy.
+  const emptied = x.slice();
+  emptied.fill(-1e6, 0, loadGeometry("1-photons").layers[0].voxelCount);
+  const withEmpty = inversePreprocess({ ...state, voxelThreshold: 0 }, energies, emptied);
+  assert.ok(withEmpty.every(Number.isFinite), "a layer without voxels gets 0, not NaN");
+  const rowSum = (values: ArrayLike<number>) => Array.from({ length: state.voxels }, (_, v) => values[v]).reduce((a, b) => a + b, 0);
+  assert.ok(Math.abs(rowSum(withEmpty) / rowSum(showers) - 1) < 1e-4, `total ${rowSum(withEmpty)} vs ${rowSum(showers)}`);
   assert.throws(() => fitPreprocessing("2", "cylindrical", energies.subarray(0, 1), new Float32Array(6480), { layerEnergies: true }), /layer-energy entries apply to dataset 1 only; found dataset 2/);
 });
