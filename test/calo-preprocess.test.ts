@@ -251,3 +251,55 @@ test("layer-energy entries fix the layer energies of the inverse whatever the vo
   assert.ok(Math.abs(rowSum(withEmpty) / rowSum(showers) - 1) < 1e-4, `total ${rowSum(withEmpty)} vs ${rowSum(showers)}`);
   assert.throws(() => fitPreprocessing("2", "cylindrical", energies.subarray(0, 1), new Float32Array(6480), { layerEnergies: true }), /layer-energy entries apply to dataset 1 only; found dataset 2/);
 });
+
+// The energy-dependent mean written with numpy: per-entry least squares on 1, c, c^2, c^3.
+const polynomialScript = `
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r") as f:
+    s = f["showers"][...].astype(np.float64)
+    e = f["incident_energies"][...].astype(np.float64)[:, 0]
+a = 1e-6
+x = a + (1 - 2 * a) * s / (2.0 * e[:, None])
+u = np.log(x / (1 - x))
+c = np.log(e / 1000.0) / np.log(1000.0)
+basis = np.vander(c, 4, increasing=True)
+beta = np.linalg.lstsq(basis, u, rcond=None)[0]
+residual = u - basis @ beta
+std = residual.std(axis=0)
+std = np.where(std > 1e-6, std, 1.0)
+np.ascontiguousarray(residual / std, dtype="<f8").tofile(sys.argv[2])
+`;
+
+test("energy-dependent mean matches numpy's least squares for dataset 2", () => {
+  const { energies, showers, file } = loadFixture("2", 80);
+  const state = JSON.parse(JSON.stringify(fitPreprocessing("2", "cylindrical", energies, showers, { energyDependentMean: true })));
+  assert.equal(state.meanCoefficients.length, 3);
+  const { x } = forwardPreprocess(state, energies, showers);
+  const zFile = path.join(folder, "z-polynomial.bin");
+  runPython(polynomialScript, [file, zFile]);
+  const bytes = fs.readFileSync(zFile);
+  const expected = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  assertClose(x, expected, 1e-4, 1e-4, "x");
+  // The constant-mean fit gives other values wherever an entry's average moves with the energy.
+  const constant = forwardPreprocess(fitPreprocessing("2", "cylindrical", energies, showers), energies, showers).x;
+  let moved = 0;
+  for (let i = 0; i < x.length; i += 1) if (Math.abs(constant[i] - x[i]) > 0.1) moved += 1;
+  assert.ok(moved > x.length / 10, `${moved} of ${x.length} entries differ from the constant-mean fit`);
+  assertClose(inversePreprocess(state, energies, x), showers, 2e-5, 1e-9, "round trip");
+});
+
+test("energy-dependent mean with layer energies round-trips dataset 1", () => {
+  const { energies, showers } = loadFixture("1-photons", 60);
+  const state = JSON.parse(JSON.stringify(fitPreprocessing("1-photons", "cartesian", energies, showers, { layerEnergies: true, energyDependentMean: true })));
+  const { x } = forwardPreprocess(state, energies, showers);
+  assertClose(inversePreprocess(state, energies, x), showers, 2e-5, 1e-9, "showers");
+});
+
+test("energy-dependent mean stays constant for showers of one energy", () => {
+  const { showers } = loadFixture("1-photons", 20);
+  const energies = new Float32Array(20).fill(4194304);
+  const state = fitPreprocessing("1-photons", "cartesian", energies, showers, { energyDependentMean: true });
+  const plain = fitPreprocessing("1-photons", "cartesian", energies, showers);
+  assertClose(state.mean, plain.mean, 1e-6, 1e-6, "mean");
+  assertClose(state.std, plain.std, 1e-5, 1e-6, "std");
+});

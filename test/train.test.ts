@@ -152,7 +152,7 @@ test("config with an unknown key or a wrong type is rejected by name", () => {
   assert.throws(() => parseModelConfig({ dataset: "2", network: { channels: [1], kernel: "3", pooling: [3, 2, 2], embedding: 8 }, sampling: { steps: 2 }, training: { batchSize: 2 } }, "x.json"), /key 'network\.kernel' must be an integer, found string "3"/);
   assert.throws(() => parseModelConfig({ dataset: "4" }, "x.json"), /key 'dataset' must be one of/);
   assert.throws(() => parseModelConfig({ dataset: "2", network: { channels: [1], kernel: 3, pooling: [3, 2, 2], embedding: 8, positionEmbedding: "yes" }, sampling: { steps: 2 }, training: { batchSize: 2 } }, "x.json"), /key 'network\.positionEmbedding' must be true or false, found string "yes"/);
-  assert.throws(() => parseModelConfig({ dataset: "2", layerEnergies: true, network: { channels: [1], kernel: 3, pooling: [3, 2, 2], embedding: 8 }, sampling: { steps: 2 }, training: { batchSize: 2 } }, "x.json"), /x\.json: key 'layerEnergies' applies to dataset 1 only, found dataset 2/);
+  assert.throws(() => parseModelConfig({ dataset: "2", preprocessing: { layerEnergies: true }, network: { channels: [1], kernel: 3, pooling: [3, 2, 2], embedding: 8 }, sampling: { steps: 2 }, training: { batchSize: 2 } }, "x.json"), /x\.json: key 'preprocessing\.layerEnergies' applies to dataset 1 only, found dataset 2/);
 });
 
 test("position embedding lets the network tell positions apart on a uniform input", () => {

@@ -10,6 +10,11 @@
 // With layer energies (an option for dataset 1), voxels are divided by their layer's energy
 // E_layer instead, and one entry per layer after the E_tot entry holds E_layer / E_tot, so the
 // model learns how the energy is shared among layers as a few entries of its own.
+//
+// With an energy-dependent mean (an option), the mean subtracted from u is a cubic polynomial of
+// the condition c, fitted per entry by least squares, and std is the spread about it: the
+// preprocessing then carries how each entry's average moves with the incident energy, and the
+// network only has to learn the shower-to-shower variation around it.
 // Datasets 2 and 3: entries are Cartesian cells (voxelize.ts) or the cylindrical voxels themselves.
 //
 // All arithmetic runs in float64; the model input is stored as float32.
@@ -43,6 +48,11 @@ export interface PreprocessingState {
    * layer. Absent (false) in runs made before the option existed.
    */
   layerEnergies?: boolean;
+  /**
+   * Coefficients of c, c^2 and c^3 in the mean of u per entry, [3][modelSize], when the mean
+   * depends on the incident energy; absent or null otherwise. mean holds the constant term.
+   */
+  meanCoefficients?: number[][] | null;
   /** Mean and standard deviation of u per model entry, [modelSize]; padding entries have 0 and 1. */
   mean: number[];
   std: number[];
@@ -229,6 +239,55 @@ function dataEntries(state: Pick<PreprocessingState, "dataset" | "layout" | "vox
 export interface PreprocessingOptions {
   /** Dataset 1 only: learn E_layer / E_tot entries and normalise voxels by E_layer. */
   layerEnergies?: boolean;
+  /** Fit the mean of each entry as a cubic polynomial of the energy condition. */
+  energyDependentMean?: boolean;
+}
+
+/** Degree of the energy-dependent mean's polynomial in the condition. */
+const meanDegree = 3;
+
+/** Condition c in float64 for each energy, as energyCondition computes it. */
+function conditionsOf(state: Pick<PreprocessingState, "energyMin" | "energyMax">, energies: ArrayLike<number>): Float64Array {
+  const scale = Math.log(state.energyMax / state.energyMin);
+  return Float64Array.from({ length: energies.length }, (_, i) => Math.log(energies[i] / state.energyMin) / scale);
+}
+
+/** Mean of u per entry [modelSize] at condition c: the constant term plus the polynomial in c. */
+function meanAt(state: Pick<PreprocessingState, "mean" | "meanCoefficients">, c: number, out: Float64Array): Float64Array {
+  for (let k = 0; k < out.length; k += 1) out[k] = state.mean[k];
+  const coefficients = state.meanCoefficients;
+  if (coefficients === undefined || coefficients === null) return out;
+  let power = 1;
+  for (const row of coefficients) {
+    power *= c;
+    for (let k = 0; k < out.length; k += 1) out[k] += row[k] * power;
+  }
+  return out;
+}
+
+/** Solves the symmetric system a x = b (n x n, row-major) by Gaussian elimination with partial pivoting. */
+function solve(a: Float64Array, b: Float64Array, n: number): Float64Array {
+  const m = Float64Array.from(a);
+  const x = Float64Array.from(b);
+  for (let col = 0; col < n; col += 1) {
+    let pivot = col;
+    for (let row = col + 1; row < n; row += 1) if (Math.abs(m[row * n + col]) > Math.abs(m[pivot * n + col])) pivot = row;
+    if (pivot !== col) {
+      for (let j = 0; j < n; j += 1) [m[col * n + j], m[pivot * n + j]] = [m[pivot * n + j], m[col * n + j]];
+      [x[col], x[pivot]] = [x[pivot], x[col]];
+    }
+    for (let row = col + 1; row < n; row += 1) {
+      const factor = m[row * n + col] / m[col * n + col];
+      for (let j = col; j < n; j += 1) m[row * n + j] -= factor * m[col * n + j];
+      x[row] -= factor * x[col];
+    }
+  }
+  for (let row = n - 1; row >= 0; row -= 1) {
+    let value = x[row];
+    for (let j = row + 1; j < n; j += 1) value -= m[row * n + j] * x[j];
+    x[row] = value / m[row * n + row];
+  }
+  return x;
 }
 
 /**
@@ -239,6 +298,9 @@ export class PreprocessingFitter {
   private readonly state: PreprocessingState;
   private readonly sum: Float64Array;
   private readonly sumSquares: Float64Array;
+  /** Sums of c^p (p = 0 .. 2 meanDegree) and of u c^p per entry (p = 1 .. meanDegree), for the energy-dependent mean. */
+  private readonly powerSums: Float64Array | null;
+  private readonly crossSums: Float64Array[] | null;
   private readonly priorSum: Float64Array | null;
   private count = 0;
 
@@ -271,6 +333,9 @@ export class PreprocessingFitter {
     };
     this.sum = new Float64Array(modelSize);
     this.sumSquares = new Float64Array(modelSize);
+    const dependent = options.energyDependentMean === true;
+    this.powerSums = dependent ? new Float64Array(2 * meanDegree + 1) : null;
+    this.crossSums = dependent ? Array.from({ length: meanDegree }, () => new Float64Array(modelSize)) : null;
     this.priorSum = gridSize !== null ? new Float64Array(this.state.voxels) : null;
   }
 
@@ -280,11 +345,20 @@ export class PreprocessingFitter {
     const size = this.state.modelSize;
     forEachBlock(this.state, energies, showers, (blockEnergies, blockShowers) => {
       const u = logitValues(this.state, blockEnergies, blockShowers);
-      for (let row = 0; row < u.length; row += size) {
+      const conditions = conditionsOf(this.state, blockEnergies);
+      for (let row = 0, i = 0; row < u.length; row += size, i += 1) {
         for (let k = 0; k < size; k += 1) {
           const value = u[row + k];
           this.sum[k] += value;
           this.sumSquares[k] += value * value;
+        }
+        if (this.powerSums === null || this.crossSums === null) continue;
+        const c = conditions[i];
+        for (let p = 0, power = 1; p <= 2 * meanDegree; p += 1, power *= c) this.powerSums[p] += power;
+        let power = 1;
+        for (const cross of this.crossSums) {
+          power *= c;
+          for (let k = 0; k < size; k += 1) cross[k] += u[row + k] * power;
         }
       }
     });
@@ -304,14 +378,43 @@ export class PreprocessingFitter {
     const data = dataEntries(this.state);
     const mean: number[] = new Array<number>(this.state.modelSize).fill(0);
     const std: number[] = new Array<number>(this.state.modelSize).fill(1);
-    for (let k = 0; k < data; k += 1) {
-      const m = this.sum[k] / this.count;
-      const variance = Math.max(this.sumSquares[k] / this.count - m * m, 0);
-      mean[k] = m;
-      std[k] = Math.sqrt(variance) > minimumStd ? Math.sqrt(variance) : 1;
-    }
+    const setStd = (k: number, variance: number) => {
+      std[k] = Math.sqrt(Math.max(variance, 0)) > minimumStd ? Math.sqrt(Math.max(variance, 0)) : 1;
+    };
     const voxelPrior = this.priorSum === null ? null : Array.from(this.priorSum, (value) => value / this.count);
-    return { ...this.state, mean, std, voxelPrior, fittedShowers: this.count };
+    if (this.powerSums === null || this.crossSums === null) {
+      for (let k = 0; k < data; k += 1) {
+        mean[k] = this.sum[k] / this.count;
+        setStd(k, this.sumSquares[k] / this.count - mean[k] * mean[k]);
+      }
+      return { ...this.state, mean, std, voxelPrior, meanCoefficients: null, fittedShowers: this.count };
+    }
+
+    // Least squares per entry: the normal equations share the matrix of moments of c. A small
+    // ridge on the non-constant terms keeps them defined when the showers have fewer than four
+    // distinct energies; it then leaves the mean constant.
+    const n = meanDegree + 1;
+    const moments = new Float64Array(n * n);
+    for (let i = 0; i < n; i += 1) for (let j = 0; j < n; j += 1) moments[i * n + j] = this.powerSums[i + j] / this.count;
+    const regularised = Float64Array.from(moments);
+    for (let i = 1; i < n; i += 1) regularised[i * n + i] += 1e-9;
+    const meanCoefficients = Array.from({ length: meanDegree }, () => new Array<number>(this.state.modelSize).fill(0));
+    const rhs = new Float64Array(n);
+    for (let k = 0; k < data; k += 1) {
+      rhs[0] = this.sum[k] / this.count;
+      for (let p = 1; p < n; p += 1) rhs[p] = this.crossSums[p - 1][k] / this.count;
+      const beta = solve(regularised, rhs, n);
+      // Mean squared residual: E[u^2] - 2 beta . E[u c^p] + beta' M beta.
+      let fitted = 0;
+      for (let i = 0; i < n; i += 1) {
+        fitted -= 2 * beta[i] * rhs[i];
+        for (let j = 0; j < n; j += 1) fitted += beta[i] * moments[i * n + j] * beta[j];
+      }
+      mean[k] = beta[0];
+      for (let p = 1; p < n; p += 1) meanCoefficients[p - 1][k] = beta[p];
+      setStd(k, this.sumSquares[k] / this.count + fitted);
+    }
+    return { ...this.state, mean, std, voxelPrior, meanCoefficients, fittedShowers: this.count };
   }
 }
 
@@ -341,10 +444,13 @@ export function forwardPreprocess(state: PreprocessingState, energies: ArrayLike
   const data = dataEntries(state);
   const x = new Float32Array(n * size);
   let offset = 0;
+  const means = new Float64Array(data);
   forEachBlock(state, energies, showers, (blockEnergies, blockShowers) => {
     const u = logitValues(state, blockEnergies, blockShowers);
-    for (let row = 0; row < u.length; row += size) {
-      for (let k = 0; k < data; k += 1) x[offset + row + k] = (u[row + k] - state.mean[k]) / state.std[k];
+    const conditions = conditionsOf(state, blockEnergies);
+    for (let row = 0, i = 0; row < u.length; row += size, i += 1) {
+      meanAt(state, conditions[i], means);
+      for (let k = 0; k < data; k += 1) x[offset + row + k] = (u[row + k] - means[k]) / state.std[k];
     }
     offset += u.length;
   });
@@ -365,9 +471,11 @@ export function inversePreprocess(state: PreprocessingState, energies: ArrayLike
   const voxels = state.voxels;
   const threshold = state.voxelThreshold;
 
-  // Inverts z -> u -> x -> E' and clips E' into [0, 1].
+  // Inverts z -> u -> x -> E' and clips E' into [0, 1], with the means of the current shower.
+  const conditions = conditionsOf(state, energies);
+  const means = new Float64Array(dataEntries(state));
   const scaled = (value: number, k: number): number => {
-    const u = value * state.std[k] + state.mean[k];
+    const u = value * state.std[k] + means[k];
     const sigmoid = 1 / (1 + Math.exp(-u));
     const result = (sigmoid - a) / (1 - 2 * a);
     return Number.isNaN(result) ? 0 : Math.min(1, Math.max(0, result));
@@ -381,6 +489,7 @@ export function inversePreprocess(state: PreprocessingState, energies: ArrayLike
     const shares = new Float64Array(layers);
     for (let i = 0; i < n; i += 1) {
       const row = i * size;
+      meanAt(state, conditions[i], means);
       voxelSums.fill(0);
       for (let v = 0; v < voxels; v += 1) {
         fractions[v] = scaled(x[row + v], v);
@@ -403,6 +512,7 @@ export function inversePreprocess(state: PreprocessingState, energies: ArrayLike
     const fractions = new Float64Array(voxels);
     for (let i = 0; i < n; i += 1) {
       const row = i * size;
+      meanAt(state, conditions[i], means);
       let sum = 0;
       for (let v = 0; v < voxels; v += 1) {
         fractions[v] = scaled(x[row + v], v);
@@ -417,6 +527,7 @@ export function inversePreprocess(state: PreprocessingState, energies: ArrayLike
     const entries = new Float64Array(n * size);
     for (let i = 0; i < n; i += 1) {
       const row = i * size;
+      meanAt(state, conditions[i], means);
       const scale = f * energies[i];
       for (let k = 0; k < size; k += 1) entries[row + k] = scaled(x[row + k], k) * scale;
     }

@@ -19,6 +19,20 @@ export interface NetworkConfig {
   positionEmbedding: boolean;
 }
 
+/** Options of the map from voxel energies to model inputs (src/calo/preprocess.ts). */
+export interface PreprocessingConfig {
+  /**
+   * Dataset 1 only: the model also learns each layer's share of the shower energy (one entry per
+   * layer), and voxels are normalised by their layer's energy instead of the total.
+   */
+  layerEnergies: boolean;
+  /**
+   * Standardise each entry about a cubic polynomial of the energy condition instead of a constant,
+   * so the preprocessing carries how each entry's average changes with the incident energy.
+   */
+  energyDependentMean: boolean;
+}
+
 export interface SdeConfig {
   sigmaMin: number;
   sigmaMax: number;
@@ -71,11 +85,7 @@ export interface ModelConfig {
   description: string;
   dataset: "1-photons" | "1-pions" | "2" | "3";
   layout: "cartesian" | "cylindrical";
-  /**
-   * Dataset 1 only: the model also learns each layer's share of the shower energy (one entry per
-   * layer), and voxels are normalised by their layer's energy instead of the total.
-   */
-  layerEnergies: boolean;
+  preprocessing: PreprocessingConfig;
   network: NetworkConfig;
   sde: SdeConfig;
   training: TrainingConfig;
@@ -92,7 +102,7 @@ const schema: Schema = {
   description: "string",
   dataset: { oneOf: ["1-photons", "1-pions", "2", "3"] },
   layout: { oneOf: ["cartesian", "cylindrical"] },
-  layerEnergies: "boolean",
+  preprocessing: { layerEnergies: "boolean", energyDependentMean: "boolean" },
   network: { channels: "integer[]", kernel: "integer", pooling: "integer[]", embedding: "integer", dropout: "number", fourierScale: "number", energyFourierScale: "number", positionEmbedding: "boolean" },
   sde: { sigmaMin: "number", sigmaMax: "number", betaMin: "number", betaMax: "number" },
   training: {
@@ -115,7 +125,7 @@ const schema: Schema = {
 const defaults = {
   description: "",
   layout: "cartesian",
-  layerEnergies: false,
+  preprocessing: { layerEnergies: false, energyDependentMean: false },
   network: { dropout: 0.1, fourierScale: 16, energyFourierScale: 16, positionEmbedding: false },
   sde: { sigmaMin: 0.01, sigmaMax: 50, betaMin: 0.1, betaMax: 20 },
   training: {
@@ -196,8 +206,8 @@ export function parseModelConfig(raw: unknown, source: string): ModelConfig {
   if (parsed.network.pooling.length !== expectedPooling) {
     throw new Error(`${source}: key 'network.pooling' needs ${expectedPooling} factor(s) for dataset ${parsed.dataset}, found [${parsed.network.pooling}]`);
   }
-  if (parsed.layerEnergies && !parsed.dataset.startsWith("1")) {
-    throw new Error(`${source}: key 'layerEnergies' applies to dataset 1 only, found dataset ${parsed.dataset}`);
+  if (parsed.preprocessing.layerEnergies && !parsed.dataset.startsWith("1")) {
+    throw new Error(`${source}: key 'preprocessing.layerEnergies' applies to dataset 1 only, found dataset ${parsed.dataset}`);
   }
   const ema = parsed.training.ema;
   if (!(ema >= 0 && ema < 1)) throw new Error(`${source}: key 'training.ema' must lie in [0, 1), found ${ema}`);

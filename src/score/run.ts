@@ -109,7 +109,7 @@ function everyNth<T>(values: T[], stride: number): T[] {
  * intervals over the file (files may be ordered by incident energy), reading block by block.
  */
 function fitOnTrainingRows(config: ModelConfig, file: ShowerFile, count: number, isValidation: (row: number) => boolean): PreprocessingState {
-  const fitter = new PreprocessingFitter(config.dataset as DatasetName, config.layout, { layerEnergies: config.layerEnergies });
+  const fitter = new PreprocessingFitter(config.dataset as DatasetName, config.layout, config.preprocessing);
   const stride = Math.max(1, Math.ceil(count / preprocessingFitShowers));
   const voxels = file.voxels;
   const blockRows = rowsPerRead(voxels);
