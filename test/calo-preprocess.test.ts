@@ -179,7 +179,7 @@ function layerEnergies(dataset: DatasetName, showers: ArrayLike<number>, n: numb
 }
 
 for (const dataset of ["1-photons", "1-pions"] as const) {
-  test(`dataset ${dataset} with layer energies: entries follow the closed form and the round trip is exact`, () => {
+  test(`layer energies, dataset ${dataset}: closed form and round trip`, () => {
     const { energies, showers } = loadFixture(dataset, 40);
     const geometry = loadGeometry(dataset);
     const voxels = geometry.voxelCount;
@@ -215,7 +215,7 @@ for (const dataset of ["1-photons", "1-pions"] as const) {
   });
 }
 
-test("layer-energy entries fix the layer energies of the inverse whatever the voxel entries", () => {
+test("layer entries set the inverse's layer energies", () => {
   const { energies, showers } = loadFixture("1-photons", 30);
   const state = fitPreprocessing("1-photons", "cartesian", energies, showers, { layerEnergies: true });
   const { x } = forwardPreprocess(state, energies, showers);
@@ -270,7 +270,7 @@ std = np.where(std > 1e-6, std, 1.0)
 np.ascontiguousarray(residual / std, dtype="<f8").tofile(sys.argv[2])
 `;
 
-test("energy-dependent mean matches numpy's least squares for dataset 2", () => {
+test("energy-dependent mean matches numpy, dataset 2", () => {
   const { energies, showers, file } = loadFixture("2", 80);
   const state = JSON.parse(JSON.stringify(fitPreprocessing("2", "cylindrical", energies, showers, { energyDependentMean: true })));
   assert.equal(state.meanCoefficients.length, 3);
@@ -288,14 +288,14 @@ test("energy-dependent mean matches numpy's least squares for dataset 2", () => 
   assertClose(inversePreprocess(state, energies, x), showers, 2e-5, 1e-9, "round trip");
 });
 
-test("energy-dependent mean with layer energies round-trips dataset 1", () => {
+test("energy-dependent mean round trip, dataset 1", () => {
   const { energies, showers } = loadFixture("1-photons", 60);
   const state = JSON.parse(JSON.stringify(fitPreprocessing("1-photons", "cartesian", energies, showers, { layerEnergies: true, energyDependentMean: true })));
   const { x } = forwardPreprocess(state, energies, showers);
   assertClose(inversePreprocess(state, energies, x), showers, 2e-5, 1e-9, "showers");
 });
 
-test("energy-dependent mean stays constant for showers of one energy", () => {
+test("energy-dependent mean at one energy", () => {
   const { showers } = loadFixture("1-photons", 20);
   const energies = new Float32Array(20).fill(4194304);
   const state = fitPreprocessing("1-photons", "cartesian", energies, showers, { energyDependentMean: true });

@@ -155,7 +155,7 @@ test("config with an unknown key or a wrong type is rejected by name", () => {
   assert.throws(() => parseModelConfig({ dataset: "2", preprocessing: { layerEnergies: true }, network: { channels: [1], kernel: 3, pooling: [3, 2, 2], embedding: 8 }, sampling: { steps: 2 }, training: { batchSize: 2 } }, "x.json"), /x\.json: key 'preprocessing\.layerEnergies' applies to dataset 1 only, found dataset 2/);
 });
 
-test("position embedding lets the network tell positions apart on a uniform input", () => {
+test("position embedding breaks translation symmetry", () => {
   const sde = createSde("subVP", { sigmaMin: 0.01, sigmaMax: 50, betaMin: 0.1, betaMax: 20 });
   const build = (positionEmbedding: boolean) =>
     new UNetScoreModel({ dims: 1, inputShape: [1, 64], channels: [4, 8], kernel: 3, pooling: [2], embedding: 8, dropout: 0, positionEmbedding }, sde, new Generator(3)).eval();
@@ -184,7 +184,7 @@ test("position embedding lets the network tell positions apart on a uniform inpu
   positioned.dispose();
 });
 
-test("time and energy Fourier features take their own scales", () => {
+test("separate time and energy Fourier scales", () => {
   const embedding = new ConditionEmbedding(256, 16, new Generator(8), 1);
   const buffers = new Map(embedding.namedBuffers());
   // W holds 2 pi scale N(0, 1) draws; the root mean square of 128 draws is within about 20% of scale.
