@@ -8,7 +8,7 @@
 // Dataset 1 (1D layout): voxels are divided by the shower's total energy E_tot instead, an extra
 // entry contains E_tot / (f E_inc), and the row is padded with zeros to 384 entries (576 for pions).
 // With layer energies (an option for dataset 1), voxels are divided by their layer's energy
-// E_layer instead, and one entry per layer after the E_tot entry holds E_layer / E_tot, so the
+// E_layer instead, and one entry per layer after the E_tot entry contains E_layer / E_tot, so the
 // model learns how the energy is shared among layers as a few entries of its own.
 //
 // With an energy-dependent mean (an option), the mean subtracted from u is a cubic polynomial of
