@@ -30,7 +30,7 @@ export interface UNetConfig {
   energyFourierScale?: number;
   /**
    * Adds a learned tensor [channels[0], ...padded spatial] after the input convolution, so the
-   * network knows where each entry sits (a convolution alone is blind to position).
+   * network can tell entries apart (a convolution treats every position alike).
    */
   positionEmbedding?: boolean;
 }
