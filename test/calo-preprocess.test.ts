@@ -58,8 +58,8 @@ test("model shapes per dataset and layout", () => {
   }
 });
 
-// The preprocessing formulas written with numpy in float64, for the cylindrical layout of dataset 2.
-const referenceScript = `
+// The logit values u of the cylindrical layout of dataset 2, written with numpy in float64.
+const numpyLogits = `
 import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], "r") as f:
     s = f["showers"][...].astype(np.float64)
@@ -67,6 +67,10 @@ with h5py.File(sys.argv[1], "r") as f:
 a = 1e-6
 x = a + (1 - 2 * a) * s / (2.0 * e[:, None])
 u = np.log(x / (1 - x))
+`;
+
+// The preprocessing formulas written with numpy, with a constant mean per entry.
+const referenceScript = `${numpyLogits}
 mean = u.mean(axis=0)
 std = u.std(axis=0)
 std = np.where(std > 1e-6, std, 1.0)
@@ -249,18 +253,11 @@ test("layer entries set the inverse's layer energies", () => {
   assert.ok(withEmpty.every(Number.isFinite), "a layer without voxels gets 0, not NaN");
   const rowSum = (values: ArrayLike<number>) => Array.from({ length: state.voxels }, (_, v) => values[v]).reduce((a, b) => a + b, 0);
   assert.ok(Math.abs(rowSum(withEmpty) / rowSum(showers) - 1) < 1e-4, `total ${rowSum(withEmpty)} vs ${rowSum(showers)}`);
-  assert.throws(() => fitPreprocessing("2", "cylindrical", energies.subarray(0, 1), new Float32Array(6480), { layerEnergies: true }), /layer-energy entries apply to dataset 1 only; found dataset 2/);
+  assert.throws(() => fitPreprocessing("2", "cylindrical", energies.subarray(0, 1), new Float32Array(6480), { layerEnergies: true }), /layer-energy entries apply to dataset 1 only, found dataset 2/);
 });
 
 // The energy-dependent mean written with numpy: per-entry least squares on 1, c, c^2, c^3.
-const polynomialScript = `
-import sys, h5py, numpy as np
-with h5py.File(sys.argv[1], "r") as f:
-    s = f["showers"][...].astype(np.float64)
-    e = f["incident_energies"][...].astype(np.float64)[:, 0]
-a = 1e-6
-x = a + (1 - 2 * a) * s / (2.0 * e[:, None])
-u = np.log(x / (1 - x))
+const polynomialScript = `${numpyLogits}
 c = np.log(e / 1000.0) / np.log(1000.0)
 basis = np.vander(c, 4, increasing=True)
 beta = np.linalg.lstsq(basis, u, rcond=None)[0]

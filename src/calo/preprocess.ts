@@ -8,12 +8,12 @@
 // Dataset 1 (1D layout): voxels are divided by the shower's total energy E_tot instead, an extra
 // entry contains E_tot / (f E_inc), and the row is padded with zeros to 384 entries (576 for pions).
 // With layer energies (an option for dataset 1), voxels are divided by their layer's energy
-// E_layer instead, and one entry per layer after the E_tot entry contains E_layer / E_tot, so the
+// E_layer instead. One entry per layer after the E_tot entry contains E_layer / E_tot, so the
 // model learns how the energy is shared among layers as a few entries of its own.
 //
 // With an energy-dependent mean (an option), the mean subtracted from u is a cubic polynomial of
-// the condition c, fitted per entry by least squares, and std is the spread about it: the
-// preprocessing then carries how each entry's average moves with the incident energy, and the
+// the condition c, fitted per entry by least squares, and std is the spread about it. The
+// preprocessing then carries how each entry's average moves with the incident energy, so the
 // network only has to learn the shower-to-shower variation around it.
 // Datasets 2 and 3: entries are Cartesian cells (voxelize.ts) or the cylindrical voxels themselves.
 //
@@ -50,7 +50,7 @@ export interface PreprocessingState {
   layerEnergies?: boolean;
   /**
    * Coefficients of c, c^2 and c^3 in the mean of u per entry, [3][modelSize], when the mean
-   * depends on the incident energy; absent or null otherwise. mean holds the constant term.
+   * depends on the incident energy, and absent or null otherwise. mean contains the constant term.
    */
   meanCoefficients?: number[][] | null;
   /** Mean and standard deviation of u per model entry, [modelSize]; padding entries have 0 and 1. */
@@ -73,8 +73,8 @@ export const logitOffset = 1e-6;
 
 /**
  * Model width of the 1D layout: the voxels, the energy entry and `layers` layer-energy entries,
- * padded with zeros to a multiple of 64 so three poolings by 4 divide it (384 for dataset 1
- * photons, 576 for pions, with or without layer entries).
+ * padded with zeros to a multiple of 64 so three poolings by 4 divide it. That is 384 for
+ * dataset 1 photons and 576 for pions, with or without layer entries.
  */
 export function flatModelSize(voxels: number, layers = 0): number {
   return Math.ceil((voxels + 1 + layers) / 64) * 64;
@@ -307,7 +307,7 @@ export class PreprocessingFitter {
   constructor(dataset: DatasetName, layout: ModelLayout, options: PreprocessingOptions = {}) {
     const flat = dataset === "1-photons" || dataset === "1-pions";
     const layerEnergies = options.layerEnergies === true;
-    if (layerEnergies && !flat) throw new Error(`layer-energy entries apply to dataset 1 only; found dataset ${dataset}`);
+    if (layerEnergies && !flat) throw new Error(`layer-energy entries apply to dataset 1 only, found dataset ${dataset}`);
     const gridSize = !flat && layout === "cartesian" ? defaultGridSize(loadGeometry(dataset)) : null;
     const modelShape = modelShapeFor(dataset, layout, gridSize ?? 0, layerEnergies);
     const modelSize = modelShape.reduce((product, extent) => product * extent, 1);
@@ -345,14 +345,14 @@ export class PreprocessingFitter {
     const size = this.state.modelSize;
     forEachBlock(this.state, energies, showers, (blockEnergies, blockShowers) => {
       const u = logitValues(this.state, blockEnergies, blockShowers);
-      const conditions = conditionsOf(this.state, blockEnergies);
+      const conditions = this.powerSums !== null ? conditionsOf(this.state, blockEnergies) : null;
       for (let row = 0, i = 0; row < u.length; row += size, i += 1) {
         for (let k = 0; k < size; k += 1) {
           const value = u[row + k];
           this.sum[k] += value;
           this.sumSquares[k] += value * value;
         }
-        if (this.powerSums === null || this.crossSums === null) continue;
+        if (conditions === null || this.powerSums === null || this.crossSums === null) continue;
         const c = conditions[i];
         for (let p = 0, power = 1; p <= 2 * meanDegree; p += 1, power *= c) this.powerSums[p] += power;
         let power = 1;
@@ -392,7 +392,7 @@ export class PreprocessingFitter {
 
     // Least squares per entry: the normal equations share the matrix of moments of c. A small
     // ridge on the non-constant terms keeps them defined when the showers have fewer than four
-    // distinct energies; it then leaves the mean constant.
+    // distinct energies, and it then leaves the mean constant.
     const n = meanDegree + 1;
     const moments = new Float64Array(n * n);
     for (let i = 0; i < n; i += 1) for (let j = 0; j < n; j += 1) moments[i * n + j] = this.powerSums[i + j] / this.count;

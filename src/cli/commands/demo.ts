@@ -33,9 +33,9 @@ options:
  * training showers are spread equally over the 15 energies: the real spectrum has ten times
  * fewer showers at 4 TeV than at 1 GeV, yet the highest energies dominate the mean layer
  * energies the demo is judged on. The reference keeps the dataset's spectrum. Its 4000 showers
- * keep the statistical error of the mean energies of layers 3 and 12 near 4%: between two
- * samples of 2000 showers from the same simulator, those means differed by more than 10% in
- * about a third of 300 trials, and between two samples of 4000 in about a tenth.
+ * keep the statistical error of the mean energies of layers 3 and 12 near 4%. In 300 trials
+ * with two samples from the same simulator, those means differed by more than 10% in about a
+ * third of the trials with 2000 showers each and in about a tenth with 4000 each.
  */
 const demoSizes = { trainShowers: 30_000, referenceShowers: 4_000, trainSeed: 1, referenceSeed: 2 };
 
