@@ -12,6 +12,7 @@ import {
   fitPreprocessing,
   forwardPreprocess,
   inversePreprocess,
+  lossWeights,
 } from "../src/calo/preprocess";
 import { cartesianGrid, toCartesian } from "../src/calo/voxelize";
 import { writeFixture } from "./helpers/caloFixtures";
@@ -292,6 +293,91 @@ test("energy-dependent mean round trip, dataset 1", () => {
   assertClose(inversePreprocess(state, energies, x), showers, 2e-5, 1e-9, "showers");
 });
 
+// The energy-dependent standard deviation written with numpy: log of the spread about the cubic
+// mean in 16 bins of c, floored at a tenth of the overall spread, then weighted least squares of
+// a cubic on the bins' mean conditions.
+const spreadScript = `${numpyLogits}
+c = np.log(e / 1000.0) / np.log(1000.0)
+basis = np.vander(c, 4, increasing=True)
+residual = u - basis @ np.linalg.lstsq(basis, u, rcond=None)[0]
+overall = residual.std(axis=0)
+bins = np.clip(np.floor(c * 16), 0, 15)
+points, logs, weights = [], [], []
+for b in range(16):
+    inside = bins == b
+    if inside.sum() < 2:
+        continue
+    spread2 = (residual[inside] ** 2).mean(axis=0)
+    logs.append(0.5 * np.log(np.maximum(spread2, (0.1 * overall) ** 2)))
+    points.append(c[inside].mean())
+    weights.append(inside.sum())
+root = np.sqrt(np.array(weights) / np.sum(weights))[:, None]
+coefficients = np.linalg.lstsq(np.vander(np.array(points), 4, increasing=True) * root, np.array(logs) * root, rcond=None)[0]
+spread = np.where(overall > 1e-6, np.exp(basis @ coefficients), 1.0)
+np.ascontiguousarray(residual / spread, dtype="<f8").tofile(sys.argv[2])
+`;
+
+test("energy-dependent std matches numpy, dataset 2", () => {
+  const { energies, showers, file } = loadFixture("2", 120);
+  const options = { energyDependentMean: true, energyDependentStd: true };
+  const state = JSON.parse(JSON.stringify(fitPreprocessing("2", "cylindrical", energies, showers, options)));
+  assert.equal(state.stdCoefficients.length, 3);
+  const { x } = forwardPreprocess(state, energies, showers);
+  const zFile = path.join(folder, "z-spread.bin");
+  runPython(spreadScript, [file, zFile]);
+  const bytes = fs.readFileSync(zFile);
+  const expected = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  // The ridge of 1e-9 in the mean's fit moves its coefficients in the fifth digit. Where the
+  // spread is a tenth of the overall one, that difference shows in z at the 1e-4 level.
+  assertClose(x, expected, 1e-3, 1e-3, "x");
+  assertClose(inversePreprocess(state, energies, x), showers, 2e-5, 1e-9, "round trip");
+});
+
+test("energy-dependent std evens out spreads", () => {
+  // The fixture's showers fluctuate less at high energies, like real ones: the spread of the
+  // standardised entries over the 15 energies then varies less with the option than without.
+  const { energies, showers } = loadFixture("1-photons", 450);
+  const spreadRange = (options: { energyDependentStd?: boolean }): number => {
+    const state = fitPreprocessing("1-photons", "cartesian", energies, showers, { layerEnergies: true, energyDependentMean: true, ...options });
+    const { x } = forwardPreprocess(state, energies, showers);
+    const size = state.modelSize;
+    const shareEntry = state.voxels + 4;
+    const spreads: number[] = [];
+    for (const energy of new Set(energies)) {
+      const values: number[] = [];
+      energies.forEach((value, i) => {
+        if (value === energy) values.push(x[i * size + shareEntry]);
+      });
+      const mean = values.reduce((sum, value) => sum + value, 0) / values.length;
+      spreads.push(Math.sqrt(values.reduce((sum, value) => sum + (value - mean) ** 2, 0) / values.length));
+    }
+    return Math.max(...spreads) / Math.min(...spreads);
+  };
+  const without = spreadRange({});
+  const withOption = spreadRange({ energyDependentStd: true });
+  assert.ok(withOption < without / 2, `largest over smallest spread: ${withOption} with the option, ${without} without`);
+});
+
+test("energy-dependent std round trip, dataset 1", () => {
+  const { energies, showers } = loadFixture("1-photons", 60);
+  const options = { layerEnergies: true, energyDependentStd: true };
+  const state = JSON.parse(JSON.stringify(fitPreprocessing("1-photons", "cartesian", energies, showers, options)));
+  assert.equal(state.meanCoefficients, null);
+  const { x } = forwardPreprocess(state, energies, showers);
+  assertClose(inversePreprocess(state, energies, x), showers, 2e-5, 1e-9, "showers");
+});
+
+test("energy-dependent std at one energy", () => {
+  const { showers } = loadFixture("1-photons", 20);
+  const energies = new Float32Array(20).fill(4194304);
+  const state = fitPreprocessing("1-photons", "cartesian", energies, showers, { energyDependentStd: true });
+  const plain = fitPreprocessing("1-photons", "cartesian", energies, showers);
+  // One bin: log std is constant, and it is the log of the spread unless the floor applies,
+  // which it cannot when the bin contains all the showers.
+  assertClose(state.std, plain.std, 1e-6, 1e-9, "std");
+  for (const row of state.stdCoefficients ?? []) assertClose(row, new Array<number>(row.length).fill(0), 0, 1e-6, "coefficients");
+});
+
 test("energy-dependent mean at one energy", () => {
   const { showers } = loadFixture("1-photons", 20);
   const energies = new Float32Array(20).fill(4194304);
@@ -299,4 +385,20 @@ test("energy-dependent mean at one energy", () => {
   const plain = fitPreprocessing("1-photons", "cartesian", energies, showers);
   assertClose(state.mean, plain.mean, 1e-6, 1e-6, "mean");
   assertClose(state.std, plain.std, 1e-5, 1e-6, "std");
+});
+
+test("loss weights of the energy entries", () => {
+  const { energies, showers } = loadFixture("1-photons", 20);
+  const state = fitPreprocessing("1-photons", "cartesian", energies, showers, { layerEnergies: true });
+  const weights = lossWeights(state, 20);
+  assert.ok(weights !== null);
+  // 368 voxels, the E_tot entry and 5 layer shares, padded to 384 entries: the mean weight is
+  // (378 + 6 x 20) / 384 before scaling.
+  const scale = 384 / (378 + 6 * 20);
+  assertClose(weights.subarray(0, 368), new Array<number>(368).fill(scale), 1e-6, 0, "voxel weights");
+  assertClose(weights.subarray(368, 374), new Array<number>(6).fill(20 * scale), 1e-6, 0, "energy weights");
+  assertClose(weights.subarray(374), new Array<number>(10).fill(scale), 1e-6, 0, "padding weights");
+  assert.equal(lossWeights(state, 1), null);
+  const cylindrical = fitPreprocessing("2", "cylindrical", energies, new Float32Array(20 * 6480));
+  assert.equal(lossWeights(cylindrical, 20), null);
 });

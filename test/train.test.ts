@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Generator, liveTensors, loadCheckpoint, noGrad, optim, randn, tensor, tidy, zeros } from "../src/torch";
+import { Generator, keep, liveTensors, loadCheckpoint, noGrad, optim, randn, Tensor, tensor, tidy, zeros } from "../src/torch";
+import { denoisingScoreMatchingLoss } from "../src/score/loss";
 import { parseModelConfig, ModelConfig } from "../src/score/config";
 import { createSde } from "../src/score/sde";
 import { UNetScoreModel } from "../src/score/unet";
@@ -153,6 +154,27 @@ test("config with an unknown key or a wrong type is rejected by name", () => {
   assert.throws(() => parseModelConfig({ dataset: "4" }, "x.json"), /key 'dataset' must be one of/);
   assert.throws(() => parseModelConfig({ dataset: "2", network: { channels: [1], kernel: 3, pooling: [3, 2, 2], embedding: 8, positionEmbedding: "yes" }, sampling: { steps: 2 }, training: { batchSize: 2 } }, "x.json"), /key 'network\.positionEmbedding' must be true or false, found string "yes"/);
   assert.throws(() => parseModelConfig({ dataset: "2", preprocessing: { layerEnergies: true }, network: { channels: [1], kernel: 3, pooling: [3, 2, 2], embedding: 8 }, sampling: { steps: 2 }, training: { batchSize: 2 } }, "x.json"), /x\.json: key 'preprocessing\.layerEnergies' applies to dataset 1 only, found dataset 2/);
+  assert.throws(() => parseModelConfig({ dataset: "2", network: { channels: [1], kernel: 3, pooling: [3, 2, 2], embedding: 8 }, sampling: { steps: 2 }, training: { batchSize: 2, energyEntryWeight: 5 } }, "x.json"), /x\.json: key 'training\.energyEntryWeight' applies to dataset 1 only, found dataset 2/);
+  assert.throws(() => parseModelConfig({ dataset: "1-photons", network: { channels: [1], kernel: 3, pooling: [4], embedding: 8 }, sampling: { steps: 2 }, training: { batchSize: 2, energyEntryWeight: 0 } }, "x.json"), /x\.json: key 'training\.energyEntryWeight' must be positive, found 0/);
+});
+
+test("loss is linear in entry weights", () => {
+  // A fixed linear score and the same noise stream for every call: the weighted loss must be
+  // the weighted sum of the per-entry losses, and weights of 1 must give the unweighted loss.
+  const sde = createSde("subVP");
+  const model = { score: (x: Tensor) => x.mul(-0.5) };
+  const x0 = keep(randn([6, 1, 8], { generator: new Generator(2) }));
+  const condition = keep(tensor(new Float32Array(6).fill(0.5), [6]));
+  const lossWith = (weights?: number[]): number =>
+    tidy(() => denoisingScoreMatchingLoss(model, sde, x0, condition, new Generator(5), weights && tensor(Float32Array.from(weights), [1, 8])).item());
+  const weights = [0.5, 1, 1.5, 2, 0, 3, 1, 0.25];
+  const perEntry = weights.map((_, k) => lossWith(weights.map((__, j) => (j === k ? 1 : 0))));
+  const expected = weights.reduce((sum, weight, k) => sum + weight * perEntry[k], 0);
+  assert.ok(Math.abs(lossWith(weights) - expected) < 1e-5 * expected, `weighted ${lossWith(weights)} vs ${expected}`);
+  const unweighted = lossWith();
+  assert.ok(Math.abs(lossWith(new Array<number>(8).fill(1)) - unweighted) < 1e-6 * unweighted, `weights of 1 vs none`);
+  x0.dispose();
+  condition.dispose();
 });
 
 test("position embedding breaks translation symmetry", () => {

@@ -15,6 +15,12 @@
 // the condition c, fitted per entry by least squares, and std is the spread about it. The
 // preprocessing then carries how each entry's average moves with the incident energy, so the
 // network only has to learn the shower-to-shower variation around it.
+//
+// With an energy-dependent standard deviation (an option), std is exp of a cubic polynomial of c,
+// fitted per entry to the log of the spread in 16 bins of c. Showers spread less at high energies:
+// in the simulated dataset-1 photons, the share of the last layers varies 8 times less at 4 TeV
+// than at 1 GeV. With one std per entry, the network sees the high-energy showers squeezed into a
+// fraction of unit variance.
 // Datasets 2 and 3: entries are Cartesian cells (voxelize.ts) or the cylindrical voxels themselves.
 //
 // All arithmetic runs in float64; the model input is stored as float32.
@@ -53,6 +59,12 @@ export interface PreprocessingState {
    * depends on the incident energy, and absent or null otherwise. mean contains the constant term.
    */
   meanCoefficients?: number[][] | null;
+  /**
+   * Coefficients of c, c^2 and c^3 in log std per entry, [3][modelSize], when the standard
+   * deviation depends on the incident energy, and absent or null otherwise. std is then the
+   * value at c = 0.
+   */
+  stdCoefficients?: number[][] | null;
   /** Mean and standard deviation of u per model entry, [modelSize]; padding entries have 0 and 1. */
   mean: number[];
   std: number[];
@@ -241,10 +253,22 @@ export interface PreprocessingOptions {
   layerEnergies?: boolean;
   /** Fit the mean of each entry as a cubic polynomial of the energy condition. */
   energyDependentMean?: boolean;
+  /** Fit the log standard deviation of each entry as a cubic polynomial of the energy condition. */
+  energyDependentStd?: boolean;
 }
 
-/** Degree of the energy-dependent mean's polynomial in the condition. */
+/** Degree of the energy-dependent mean's and log standard deviation's polynomials in the condition. */
 const meanDegree = 3;
+
+/** Bins of the condition in which the energy-dependent standard deviation is measured. */
+const stdBins = 16;
+
+/**
+ * Smallest spread in a bin, as a fraction of the entry's overall spread. An entry that is constant
+ * at some energies (a voxel that is always empty at 1 GeV) would otherwise pull the polynomial of
+ * log std towards minus infinity.
+ */
+const minimumStdFraction = 0.1;
 
 /** Condition c in float64 for each energy, as energyCondition computes it. */
 function conditionsOf(state: Pick<PreprocessingState, "energyMin" | "energyMax">, energies: ArrayLike<number>): Float64Array {
@@ -261,6 +285,19 @@ function meanAt(state: Pick<PreprocessingState, "mean" | "meanCoefficients">, c:
   for (const row of coefficients) {
     power *= c;
     for (let k = 0; k < out.length; k += 1) out[k] += row[k] * power;
+  }
+  return out;
+}
+
+/** Standard deviation of u per entry [modelSize] at condition c. */
+function stdAt(state: Pick<PreprocessingState, "std" | "stdCoefficients">, c: number, out: Float64Array): Float64Array {
+  for (let k = 0; k < out.length; k += 1) out[k] = state.std[k];
+  const coefficients = state.stdCoefficients;
+  if (coefficients === undefined || coefficients === null) return out;
+  for (let k = 0; k < out.length; k += 1) {
+    let exponent = 0;
+    for (let p = coefficients.length - 1; p >= 0; p -= 1) exponent = (exponent + coefficients[p][k]) * c;
+    out[k] *= Math.exp(exponent);
   }
   return out;
 }
@@ -290,6 +327,17 @@ function solve(a: Float64Array, b: Float64Array, n: number): Float64Array {
   return x;
 }
 
+/** Sums over the showers whose condition falls in one bin, for the energy-dependent standard deviation. */
+interface ConditionBin {
+  count: number;
+  /** Sums of c^p, p = 0 .. 2 meanDegree. */
+  powerSums: Float64Array;
+  /** Sums of u^2 per entry. */
+  squares: Float64Array;
+  /** Sums of u c^p per entry, p = 0 .. meanDegree. */
+  crossSums: Float64Array[];
+}
+
 /**
  * Accumulates the statistics of a preprocessing fit block by block, so the fit can cover more
  * showers than fit in memory at once (dataset 3 has 40500 voxels per shower).
@@ -301,6 +349,7 @@ export class PreprocessingFitter {
   /** Sums of c^p (p = 0 .. 2 meanDegree) and of u c^p per entry (p = 1 .. meanDegree), for the energy-dependent mean. */
   private readonly powerSums: Float64Array | null;
   private readonly crossSums: Float64Array[] | null;
+  private readonly bins: ConditionBin[] | null;
   private readonly priorSum: Float64Array | null;
   private count = 0;
 
@@ -336,6 +385,15 @@ export class PreprocessingFitter {
     const dependent = options.energyDependentMean === true;
     this.powerSums = dependent ? new Float64Array(2 * meanDegree + 1) : null;
     this.crossSums = dependent ? Array.from({ length: meanDegree }, () => new Float64Array(modelSize)) : null;
+    this.bins =
+      options.energyDependentStd === true
+        ? Array.from({ length: stdBins }, () => ({
+            count: 0,
+            powerSums: new Float64Array(2 * meanDegree + 1),
+            squares: new Float64Array(modelSize),
+            crossSums: Array.from({ length: meanDegree + 1 }, () => new Float64Array(modelSize)),
+          }))
+        : null;
     this.priorSum = gridSize !== null ? new Float64Array(this.state.voxels) : null;
   }
 
@@ -345,20 +403,32 @@ export class PreprocessingFitter {
     const size = this.state.modelSize;
     forEachBlock(this.state, energies, showers, (blockEnergies, blockShowers) => {
       const u = logitValues(this.state, blockEnergies, blockShowers);
-      const conditions = this.powerSums !== null ? conditionsOf(this.state, blockEnergies) : null;
+      const conditions = this.powerSums !== null || this.bins !== null ? conditionsOf(this.state, blockEnergies) : null;
       for (let row = 0, i = 0; row < u.length; row += size, i += 1) {
         for (let k = 0; k < size; k += 1) {
           const value = u[row + k];
           this.sum[k] += value;
           this.sumSquares[k] += value * value;
         }
-        if (conditions === null || this.powerSums === null || this.crossSums === null) continue;
+        if (conditions === null) continue;
         const c = conditions[i];
-        for (let p = 0, power = 1; p <= 2 * meanDegree; p += 1, power *= c) this.powerSums[p] += power;
-        let power = 1;
-        for (const cross of this.crossSums) {
-          power *= c;
-          for (let k = 0; k < size; k += 1) cross[k] += u[row + k] * power;
+        if (this.powerSums !== null && this.crossSums !== null) {
+          for (let p = 0, power = 1; p <= 2 * meanDegree; p += 1, power *= c) this.powerSums[p] += power;
+          let power = 1;
+          for (const cross of this.crossSums) {
+            power *= c;
+            for (let k = 0; k < size; k += 1) cross[k] += u[row + k] * power;
+          }
+        }
+        if (this.bins !== null) {
+          const bin = this.bins[Math.min(stdBins - 1, Math.max(0, Math.floor(c * stdBins)))];
+          bin.count += 1;
+          for (let p = 0, power = 1; p <= 2 * meanDegree; p += 1, power *= c) bin.powerSums[p] += power;
+          for (let k = 0; k < size; k += 1) bin.squares[k] += u[row + k] * u[row + k];
+          for (let p = 0, power = 1; p <= meanDegree; p += 1, power *= c) {
+            const cross = bin.crossSums[p];
+            for (let k = 0; k < size; k += 1) cross[k] += u[row + k] * power;
+          }
         }
       }
     });
@@ -376,46 +446,110 @@ export class PreprocessingFitter {
   finish(): PreprocessingState {
     if (this.count === 0) throw new Error("fitPreprocessing: no showers to fit the standardisation on");
     const data = dataEntries(this.state);
-    const mean: number[] = new Array<number>(this.state.modelSize).fill(0);
-    const std: number[] = new Array<number>(this.state.modelSize).fill(1);
-    const setStd = (k: number, variance: number) => {
-      std[k] = Math.sqrt(Math.max(variance, 0)) > minimumStd ? Math.sqrt(Math.max(variance, 0)) : 1;
-    };
+    const size = this.state.modelSize;
     const voxelPrior = this.priorSum === null ? null : Array.from(this.priorSum, (value) => value / this.count);
+    // Polynomial of the mean per entry, [meanDegree + 1][modelSize]: the constant term, then c, c^2, c^3.
+    const beta = Array.from({ length: meanDegree + 1 }, () => new Float64Array(size));
+    const variance = new Float64Array(size);
     if (this.powerSums === null || this.crossSums === null) {
       for (let k = 0; k < data; k += 1) {
-        mean[k] = this.sum[k] / this.count;
-        setStd(k, this.sumSquares[k] / this.count - mean[k] * mean[k]);
+        beta[0][k] = this.sum[k] / this.count;
+        variance[k] = this.sumSquares[k] / this.count - beta[0][k] * beta[0][k];
       }
-      return { ...this.state, mean, std, voxelPrior, meanCoefficients: null, fittedShowers: this.count };
+    } else {
+      this.fitMean(this.powerSums, this.crossSums, data, beta, variance);
     }
 
-    // Least squares per entry: the normal equations share the matrix of moments of c. A small
-    // ridge on the non-constant terms keeps them defined when the showers have fewer than four
-    // distinct energies, and it then leaves the mean constant.
+    const mean = Array.from(beta[0]);
+    const std: number[] = new Array<number>(size).fill(1);
+    for (let k = 0; k < data; k += 1) {
+      const spread = Math.sqrt(Math.max(variance[k], 0));
+      if (spread > minimumStd) std[k] = spread;
+    }
+    const meanCoefficients = this.powerSums === null ? null : beta.slice(1).map((row) => Array.from(row));
+    const stdCoefficients = this.bins === null ? null : this.fitStd(this.bins, data, beta, variance, std);
+    return { ...this.state, mean, std, voxelPrior, meanCoefficients, stdCoefficients, fittedShowers: this.count };
+  }
+
+  /**
+   * Least squares per entry of u on 1, c, c^2, c^3: fills beta and the mean squared residual. The
+   * normal equations share the matrix of moments of c. A small ridge on the non-constant terms keeps
+   * them defined when the showers have fewer than four distinct energies, and it then leaves the
+   * mean constant.
+   */
+  private fitMean(powerSums: Float64Array, crossSums: Float64Array[], data: number, beta: Float64Array[], variance: Float64Array): void {
     const n = meanDegree + 1;
     const moments = new Float64Array(n * n);
-    for (let i = 0; i < n; i += 1) for (let j = 0; j < n; j += 1) moments[i * n + j] = this.powerSums[i + j] / this.count;
+    for (let i = 0; i < n; i += 1) for (let j = 0; j < n; j += 1) moments[i * n + j] = powerSums[i + j] / this.count;
     const regularised = Float64Array.from(moments);
     for (let i = 1; i < n; i += 1) regularised[i * n + i] += 1e-9;
-    const meanCoefficients = Array.from({ length: meanDegree }, () => new Array<number>(this.state.modelSize).fill(0));
     const rhs = new Float64Array(n);
     for (let k = 0; k < data; k += 1) {
       rhs[0] = this.sum[k] / this.count;
-      for (let p = 1; p < n; p += 1) rhs[p] = this.crossSums[p - 1][k] / this.count;
-      const beta = solve(regularised, rhs, n);
+      for (let p = 1; p < n; p += 1) rhs[p] = crossSums[p - 1][k] / this.count;
+      const solution = solve(regularised, rhs, n);
       // Mean squared residual: E[u^2] - 2 beta . E[u c^p] + beta' M beta.
       let fitted = 0;
       for (let i = 0; i < n; i += 1) {
-        fitted -= 2 * beta[i] * rhs[i];
-        for (let j = 0; j < n; j += 1) fitted += beta[i] * moments[i * n + j] * beta[j];
+        fitted -= 2 * solution[i] * rhs[i];
+        for (let j = 0; j < n; j += 1) fitted += solution[i] * moments[i * n + j] * solution[j];
       }
-      mean[k] = beta[0];
-      for (let p = 1; p < n; p += 1) meanCoefficients[p - 1][k] = beta[p];
-      setStd(k, this.sumSquares[k] / this.count + fitted);
+      for (let p = 0; p < n; p += 1) beta[p][k] = solution[p];
+      variance[k] = this.sumSquares[k] / this.count + fitted;
     }
-    return { ...this.state, mean, std, voxelPrior, meanCoefficients, fittedShowers: this.count };
   }
+
+  /**
+   * Fits log std per entry as a cubic in c, weighted by the showers per bin, to the log of the
+   * spread about the mean in each bin with at least two showers. Sets std to the value at c = 0
+   * and returns the coefficients of c, c^2 and c^3. Entries that never vary keep std 1.
+   */
+  private fitStd(bins: ConditionBin[], data: number, beta: Float64Array[], variance: Float64Array, std: number[]): number[][] {
+    const n = meanDegree + 1;
+    const used = bins.filter((bin) => bin.count >= 2);
+    const total = used.reduce((sum, bin) => sum + bin.count, 0);
+    const design = used.map((bin) => Float64Array.from({ length: n }, (_, p) => (bin.powerSums[1] / bin.count) ** p));
+    const matrix = new Float64Array(n * n);
+    used.forEach((bin, b) => {
+      for (let i = 0; i < n; i += 1) for (let j = 0; j < n; j += 1) matrix[i * n + j] += (bin.count / total) * design[b][i] * design[b][j];
+    });
+    for (let i = 1; i < n; i += 1) matrix[i * n + i] += 1e-9;
+    const coefficients = Array.from({ length: meanDegree }, () => new Array<number>(this.state.modelSize).fill(0));
+    const rhs = new Float64Array(n);
+    for (let k = 0; k < data; k += 1) {
+      const overall = Math.sqrt(Math.max(variance[k], 0));
+      if (!(overall > minimumStd)) continue;
+      rhs.fill(0);
+      used.forEach((bin, b) => {
+        // Mean squared residual in the bin: E_b[u^2] - 2 sum_p beta_p E_b[u c^p] + sum_pq beta_p beta_q E_b[c^(p+q)].
+        let residual = bin.squares[k];
+        for (let p = 0; p < n; p += 1) {
+          residual -= 2 * beta[p][k] * bin.crossSums[p][k];
+          for (let q = 0; q < n; q += 1) residual += beta[p][k] * beta[q][k] * bin.powerSums[p + q];
+        }
+        const floor = minimumStdFraction * overall;
+        const logSpread = 0.5 * Math.log(Math.max(residual / bin.count, floor * floor));
+        for (let i = 0; i < n; i += 1) rhs[i] += (bin.count / total) * design[b][i] * logSpread;
+      });
+      const solution = solve(matrix, rhs, n);
+      std[k] = Math.exp(solution[0]);
+      for (let p = 1; p < n; p += 1) coefficients[p - 1][k] = solution[p];
+    }
+    return coefficients;
+  }
+}
+
+/**
+ * Returns the loss weight per model entry [modelSize]: `weight` for the E_tot entry and the
+ * layer-share entries of dataset 1, 1 for the others, scaled so the weights average 1. Returns
+ * null for weight 1 or a layout without those entries.
+ */
+export function lossWeights(state: PreprocessingState, weight: number): Float32Array | null {
+  if (weight === 1 || state.layout !== "flat") return null;
+  const weights = new Float32Array(state.modelSize).fill(1);
+  for (let k = state.voxels; k < dataEntries(state); k += 1) weights[k] = weight;
+  const mean = weights.reduce((sum, value) => sum + value, 0) / weights.length;
+  return weights.map((value) => value / mean);
 }
 
 /**
@@ -445,12 +579,14 @@ export function forwardPreprocess(state: PreprocessingState, energies: ArrayLike
   const x = new Float32Array(n * size);
   let offset = 0;
   const means = new Float64Array(data);
+  const stds = new Float64Array(data);
   forEachBlock(state, energies, showers, (blockEnergies, blockShowers) => {
     const u = logitValues(state, blockEnergies, blockShowers);
     const conditions = conditionsOf(state, blockEnergies);
     for (let row = 0, i = 0; row < u.length; row += size, i += 1) {
       meanAt(state, conditions[i], means);
-      for (let k = 0; k < data; k += 1) x[offset + row + k] = (u[row + k] - means[k]) / state.std[k];
+      stdAt(state, conditions[i], stds);
+      for (let k = 0; k < data; k += 1) x[offset + row + k] = (u[row + k] - means[k]) / stds[k];
     }
     offset += u.length;
   });
@@ -471,11 +607,17 @@ export function inversePreprocess(state: PreprocessingState, energies: ArrayLike
   const voxels = state.voxels;
   const threshold = state.voxelThreshold;
 
-  // Inverts z -> u -> x -> E' and clips E' into [0, 1], with the means of the current shower.
+  // Inverts z -> u -> x -> E' and clips E' into [0, 1], with the means and standard deviations
+  // of the current shower (standardise sets them).
   const conditions = conditionsOf(state, energies);
   const means = new Float64Array(dataEntries(state));
+  const stds = new Float64Array(dataEntries(state));
+  const standardise = (i: number) => {
+    meanAt(state, conditions[i], means);
+    stdAt(state, conditions[i], stds);
+  };
   const scaled = (value: number, k: number): number => {
-    const u = value * state.std[k] + means[k];
+    const u = value * stds[k] + means[k];
     const sigmoid = 1 / (1 + Math.exp(-u));
     const result = (sigmoid - a) / (1 - 2 * a);
     return Number.isNaN(result) ? 0 : Math.min(1, Math.max(0, result));
@@ -489,7 +631,7 @@ export function inversePreprocess(state: PreprocessingState, energies: ArrayLike
     const shares = new Float64Array(layers);
     for (let i = 0; i < n; i += 1) {
       const row = i * size;
-      meanAt(state, conditions[i], means);
+      standardise(i);
       voxelSums.fill(0);
       for (let v = 0; v < voxels; v += 1) {
         fractions[v] = scaled(x[row + v], v);
@@ -512,7 +654,7 @@ export function inversePreprocess(state: PreprocessingState, energies: ArrayLike
     const fractions = new Float64Array(voxels);
     for (let i = 0; i < n; i += 1) {
       const row = i * size;
-      meanAt(state, conditions[i], means);
+      standardise(i);
       let sum = 0;
       for (let v = 0; v < voxels; v += 1) {
         fractions[v] = scaled(x[row + v], v);
@@ -527,7 +669,7 @@ export function inversePreprocess(state: PreprocessingState, energies: ArrayLike
     const entries = new Float64Array(n * size);
     for (let i = 0; i < n; i += 1) {
       const row = i * size;
-      meanAt(state, conditions[i], means);
+      standardise(i);
       const scale = f * energies[i];
       for (let k = 0; k < size; k += 1) entries[row + k] = scaled(x[row + k], k) * scale;
     }

@@ -31,6 +31,12 @@ export interface PreprocessingConfig {
    * so the preprocessing carries how each entry's average changes with the incident energy.
    */
   energyDependentMean: boolean;
+  /**
+   * Divide each entry by a spread that depends on the energy condition (exp of a cubic polynomial)
+   * instead of one standard deviation, so showers at every energy reach the network with about unit
+   * variance.
+   */
+  energyDependentStd: boolean;
 }
 
 export interface SdeConfig {
@@ -60,6 +66,11 @@ export interface TrainingConfig {
    * the best checkpoint and sampling use the averaged weights.
    */
   ema: number;
+  /**
+   * Dataset 1 only: weight in the loss of the E_tot entry and, with preprocessing.layerEnergies,
+   * the layer-share entries, relative to a voxel entry (1 = all alike).
+   */
+  energyEntryWeight: number;
 }
 
 export interface SamplingConfig {
@@ -102,7 +113,7 @@ const schema: Schema = {
   description: "string",
   dataset: { oneOf: ["1-photons", "1-pions", "2", "3"] },
   layout: { oneOf: ["cartesian", "cylindrical"] },
-  preprocessing: { layerEnergies: "boolean", energyDependentMean: "boolean" },
+  preprocessing: { layerEnergies: "boolean", energyDependentMean: "boolean", energyDependentStd: "boolean" },
   network: { channels: "integer[]", kernel: "integer", pooling: "integer[]", embedding: "integer", dropout: "number", fourierScale: "number", energyFourierScale: "number", positionEmbedding: "boolean" },
   sde: { sigmaMin: "number", sigmaMax: "number", betaMin: "number", betaMax: "number" },
   training: {
@@ -117,6 +128,7 @@ const schema: Schema = {
     maxShowers: "integer",
     gradClip: "number",
     ema: "number",
+    energyEntryWeight: "number",
   },
   sampling: { steps: "integer", snr: "number", batchSize: "integer" },
   gan: { noiseDim: "integer", criticSteps: "integer", learningRate: "number", gradientPenalty: "number", maxEpochs: "integer" },
@@ -125,7 +137,7 @@ const schema: Schema = {
 const defaults = {
   description: "",
   layout: "cartesian",
-  preprocessing: { layerEnergies: false, energyDependentMean: false },
+  preprocessing: { layerEnergies: false, energyDependentMean: false, energyDependentStd: false },
   network: { dropout: 0.1, fourierScale: 16, energyFourierScale: 16, positionEmbedding: false },
   sde: { sigmaMin: 0.01, sigmaMax: 50, betaMin: 0.1, betaMax: 20 },
   training: {
@@ -139,6 +151,7 @@ const defaults = {
     maxShowers: 0,
     gradClip: 0,
     ema: 0,
+    energyEntryWeight: 1,
   },
   sampling: { snr: 0.2, batchSize: 100 },
   gan: { noiseDim: 100, criticSteps: 5, learningRate: 1e-4, gradientPenalty: 10, maxEpochs: 200 },
@@ -208,6 +221,11 @@ export function parseModelConfig(raw: unknown, source: string): ModelConfig {
   }
   if (parsed.preprocessing.layerEnergies && !parsed.dataset.startsWith("1")) {
     throw new Error(`${source}: key 'preprocessing.layerEnergies' applies to dataset 1 only, found dataset ${parsed.dataset}`);
+  }
+  const weight = parsed.training.energyEntryWeight;
+  if (!(weight > 0)) throw new Error(`${source}: key 'training.energyEntryWeight' must be positive, found ${weight}`);
+  if (weight !== 1 && !parsed.dataset.startsWith("1")) {
+    throw new Error(`${source}: key 'training.energyEntryWeight' applies to dataset 1 only, found dataset ${parsed.dataset}`);
   }
   const ema = parsed.training.ema;
   if (!(ema >= 0 && ema < 1)) throw new Error(`${source}: key 'training.ema' must lie in [0, 1), found ${ema}`);

@@ -7,10 +7,11 @@ import { ScoreModel } from "./scoreModel";
  * Mean over the batch of lambda(t) || s(x_t, t) - grad log p_t(x_t | x0) ||^2 with
  * lambda(t) = std(t)^2, t ~ U(trainTimeMin, 1), x_t = m(t) x0 + std(t) z. Since the kernel's score
  * is -z / std(t), the summand is || std(t) s(x_t, t) + z ||^2; it is averaged over the entries of
- * a sample (not summed) so the value does not scale with the voxel count.
+ * a sample (not summed) so the value does not scale with the voxel count. With entryWeights
+ * [...modelShape], each entry's squared error is multiplied by its weight before the average.
  * x0: [batch, ...modelShape], condition: [batch] -> scalar tensor.
  */
-export function denoisingScoreMatchingLoss(model: ScoreModel, sde: Sde, x0: Tensor, condition: Tensor, generator?: Generator): Tensor {
+export function denoisingScoreMatchingLoss(model: ScoreModel, sde: Sde, x0: Tensor, condition: Tensor, generator?: Generator, entryWeights?: Tensor): Tensor {
   return tidy(() => {
     const batch = x0.shape[0];
     const t = rand([batch], { generator }).mul(1 - trainTimeMin).add(trainTimeMin);
@@ -18,6 +19,7 @@ export function denoisingScoreMatchingLoss(model: ScoreModel, sde: Sde, x0: Tens
     const { meanScale, std } = sde.marginal(t);
     const xt = x0.mul(perSample(meanScale, x0)).add(z.mul(perSample(std, x0)));
     const score = model.score(xt, t, condition);
-    return score.mul(perSample(std, x0)).add(z).square().mean();
+    const squared = score.mul(perSample(std, x0)).add(z).square();
+    return (entryWeights === undefined ? squared : squared.mul(entryWeights)).mean();
   });
 }

@@ -58,6 +58,8 @@ export interface TrainOptions {
   model: UNetScoreModel;
   data: TrainingData;
   runDir: string;
+  /** Loss weight per model entry [prod(modelShape)] (src/calo/preprocess.ts lossWeights); all 1 when absent. */
+  entryWeights?: Float32Array;
   /** Stop after this many minutes (at a batch boundary; the epoch is then closed and checkpointed). */
   minutes?: number;
   /** Stop after this many epochs in this call (for tests and staged runs); maxEpochs still applies. */
@@ -166,6 +168,10 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
   const inMemory = data.count <= 200_000 && data.count * data.modelShape.reduce((a, b) => a * b, 1) <= 500_000_000;
   const cache = inMemory ? data.read(0, data.count) : null;
   const rowSize = data.modelShape.reduce((a, b) => a * b, 1);
+  if (options.entryWeights !== undefined && options.entryWeights.length !== rowSize) {
+    throw new Error(`trainScoreModel: entryWeights has ${options.entryWeights.length} values; expected ${rowSize} (model shape ${data.modelShape.join("x")})`);
+  }
+  const weights = options.entryWeights === undefined ? undefined : keep(tensor(options.entryWeights, data.modelShape));
   const started = Date.now();
   const deadline = options.minutes !== undefined ? started + options.minutes * 60_000 : Infinity;
   let epochsRun = 0;
@@ -188,7 +194,7 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
       let done = 0;
       let timedOut = false;
       for (const { chunk, rows } of shuffledBatches(data, cache, split.isValidation, training.batchSize, random)) {
-        const loss = trainStep(model, sde, optimizer, chunk, rows, data.modelShape, rowSize, noise, training.gradClip);
+        const loss = trainStep(model, sde, optimizer, chunk, rows, data.modelShape, rowSize, noise, training.gradClip, weights);
         ema?.update();
         if (!Number.isFinite(loss)) {
           throw new Error(
@@ -215,7 +221,7 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
 
       // With an average of the weights, validation and the best checkpoint use the averaged weights.
       const trained = ema !== null ? swapIn(model, ema) : null;
-      const validationLoss = evaluateLoss(model, sde, data, cache, split.validationRows, training.batchSize, epochSeed(training.seed, 0, 3));
+      const validationLoss = evaluateLoss(model, sde, data, cache, split.validationRows, training.batchSize, epochSeed(training.seed, 0, 3), weights);
       const seconds = (Date.now() - epochStart) / 1000;
       const record: EpochRecord = {
         epoch,
@@ -267,6 +273,7 @@ export function trainScoreModel(options: TrainOptions): TrainingState {
   } finally {
     optimizer.dispose();
     ema?.dispose();
+    weights?.dispose();
   }
   return state;
 }
@@ -293,12 +300,13 @@ function trainStep(
   rowSize: number,
   noise: Generator,
   gradClip: number,
+  weights: Tensor | undefined,
 ): number {
   return tidy(() => {
     const { x, condition } = gatherRows(chunk, rows, rowSize);
     const x0 = tensor(x, [rows.length, ...modelShape]);
     const c = tensor(condition, [rows.length]);
-    const loss = denoisingScoreMatchingLoss(model, sde, x0, c, noise);
+    const loss = denoisingScoreMatchingLoss(model, sde, x0, c, noise, weights);
     optimizer.zeroGrad();
     loss.backward();
     if (gradClip > 0) optim.clipGradNorm(model.parameters(), gradClip);
@@ -403,6 +411,7 @@ export function evaluateLoss(
   rows: readonly number[],
   batchSize: number,
   seed: number,
+  weights?: Tensor,
 ): number {
   model.eval();
   const noise = new Generator(seed);
@@ -414,7 +423,7 @@ export function evaluateLoss(
       tidy(() => {
         const { x, condition } = gatherRows(chunk, local, rowSize);
         const x0 = tensor(x, [local.length, ...data.modelShape]);
-        return denoisingScoreMatchingLoss(model, sde, x0, tensor(condition, [local.length]), noise).item();
+        return denoisingScoreMatchingLoss(model, sde, x0, tensor(condition, [local.length]), noise, weights).item();
       }),
     );
     sum += loss * local.length;

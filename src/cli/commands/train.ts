@@ -1,6 +1,7 @@
 // `caloscore train`: trains a CaloScore model (or the WGAN-GP baseline) on a shower file.
 import { datasetFromVoxelCount } from "../../calo/binning";
 import { initHdf5, openShowerFile } from "../../calo/hdf5";
+import { lossWeights } from "../../calo/preprocess";
 import { configureThreads } from "../../torch";
 import { loadModelConfig } from "../../score/config";
 import { createSde, SdeName } from "../../score/sde";
@@ -77,6 +78,7 @@ export async function run(args: string[]): Promise<number> {
         sde,
         model,
         data: preprocessedData(file, preprocessing, usableShowers(config, file)),
+        entryWeights: lossWeights(preprocessing, config.training.energyEntryWeight) ?? undefined,
         runDir,
         minutes,
         log: (line) => progress.log(line),
