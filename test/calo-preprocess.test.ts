@@ -378,6 +378,17 @@ test("energy-dependent std at one energy", () => {
   for (const row of state.stdCoefficients ?? []) assertClose(row, new Array<number>(row.length).fill(0), 0, 1e-6, "coefficients");
 });
 
+test("energy-dependent std with sparse bins", () => {
+  // Three showers at three energies far apart: no bin has the two showers a spread needs, so
+  // the fit keeps the constant std instead of solving an empty system.
+  const { showers } = loadFixture("1-photons", 3);
+  const energies = new Float32Array([256, 65536, 4194304]);
+  const state = fitPreprocessing("1-photons", "cartesian", energies, showers, { energyDependentStd: true });
+  const plain = fitPreprocessing("1-photons", "cartesian", energies, showers);
+  assertClose(state.std, plain.std, 1e-12, 0, "std");
+  for (const row of state.stdCoefficients ?? []) assertClose(row, new Array<number>(row.length).fill(0), 0, 0, "coefficients");
+});
+
 test("energy-dependent mean at one energy", () => {
   const { showers } = loadFixture("1-photons", 20);
   const energies = new Float32Array(20).fill(4194304);

@@ -7,7 +7,7 @@ import { GaussianScoreModel } from "../src/score/analytic";
 import { probabilityFlowDrift } from "../src/score/odeSampler";
 import { UNetScoreModel } from "../src/score/unet";
 import { driftAndDivergence, logLikelihood, preprocessingLogJacobian } from "../src/score/likelihood";
-import { fitPreprocessing, forwardPreprocess } from "../src/calo/preprocess";
+import { energyCondition, fitPreprocessing, forwardPreprocess } from "../src/calo/preprocess";
 import { runPython } from "./helpers/caloPython";
 
 // Gaussian data in 4 dimensions with covariance L L^T (the same as the sampler tests).
@@ -180,35 +180,52 @@ print(json.dumps(float(-2 * d["beta"] + d["g"] ** 2 / 2 * np.trace(np.linalg.inv
   }
 });
 
-test("preprocessing log-Jacobian matches autograd", () => {
-  // Dataset 2 in the cylindrical layout maps voxel k to model entry k, so the Jacobian is diagonal
-  // and autograd of sum(z) gives every dz_k / dE_k at once.
-  const voxels = 6480;
-  const showers = 4;
-  // Deterministic deposits up to 50 MeV, a third of the voxels empty.
-  const energies = Float64Array.from({ length: showers * voxels }, (_, i) => (i % 3 === 0 ? 0 : (50 * ((i * 7919) % 1000)) / 1000));
-  const incident = new Float64Array([2000, 15000, 80000, 500000]);
-  const state = fitPreprocessing("2", "cylindrical", incident, energies);
-  const logJacobian = preprocessingLogJacobian(state, energies, incident);
-  const forward = forwardPreprocess(state, incident, energies).x;
+for (const options of [{}, { energyDependentMean: true, energyDependentStd: true }]) {
+  const label = "energyDependentStd" in options ? "energy-dependent" : "constant";
+  test(`preprocessing log-Jacobian matches autograd, ${label} standardisation`, () => {
+    // Dataset 2 in the cylindrical layout maps voxel k to model entry k, so the Jacobian is diagonal
+    // and autograd of sum(z) gives every dz_k / dE_k at once.
+    const voxels = 6480;
+    const showers = 8;
+    // Deterministic deposits up to 50 MeV, a third of the voxels empty.
+    const energies = Float64Array.from({ length: showers * voxels }, (_, i) => (i % 3 === 0 ? 0 : (50 * ((i * 7919 + 13 * Math.floor(i / voxels)) % 1000)) / 1000));
+    // Pairs of nearby energies, so each of four condition bins has the two showers the spread needs.
+    const incident = new Float64Array([2000, 2100, 15000, 16000, 80000, 85000, 500000, 520000]);
+    const state = fitPreprocessing("2", "cylindrical", incident, energies, options);
+    const logJacobian = preprocessingLogJacobian(state, energies, incident);
+    const forward = forwardPreprocess(state, incident, energies).x;
 
-  tidy(() => {
-    const e = tensor(energies, [showers, voxels]).requiresGrad_();
-    const scale = tensor(incident, [showers, 1]).mul(state.maxDepositFactor);
-    const a = state.logitOffset;
-    const x = e.div(scale).mul(1 - 2 * a).add(a);
-    const z = x.div(x.rsub(1)).log().sub(tensor(new Float64Array(state.mean), [1, voxels])).div(tensor(new Float64Array(state.std), [1, voxels]));
-    const zValues = z.toFloat64();
-    for (let i = 0; i < zValues.length; i += 997) {
-      assert.ok(Math.abs(zValues[i] - forward[i]) < 1e-4 * (1 + Math.abs(zValues[i])), `entry ${i}: test forward ${zValues[i]}, forwardPreprocess ${forward[i]}`);
-    }
-    const [derivatives] = grad(z.sum(), e);
-    const expected = derivatives!.abs().log().sum([1]).toFloat64();
+    // Mean and std of every entry at each shower's condition, from the state's polynomials.
+    const condition = energyCondition(state, incident);
+    const polynomial = (coefficients: number[][] | null | undefined, k: number, c: number): number =>
+      (coefficients ?? []).reduce((sum, row, p) => sum + row[k] * c ** (p + 1), 0);
+    const means = new Float64Array(showers * voxels);
+    const stds = new Float64Array(showers * voxels);
     for (let i = 0; i < showers; i++) {
-      assert.ok(Math.abs(logJacobian[i] - expected[i]) < 1e-9 * Math.abs(expected[i]), `shower ${i}: log-Jacobian ${logJacobian[i]}, autograd ${expected[i]}`);
+      for (let k = 0; k < voxels; k++) {
+        means[i * voxels + k] = state.mean[k] + polynomial(state.meanCoefficients, k, condition[i]);
+        stds[i * voxels + k] = state.std[k] * Math.exp(polynomial(state.stdCoefficients, k, condition[i]));
+      }
     }
+
+    tidy(() => {
+      const e = tensor(energies, [showers, voxels]).requiresGrad_();
+      const scale = tensor(incident, [showers, 1]).mul(state.maxDepositFactor);
+      const a = state.logitOffset;
+      const x = e.div(scale).mul(1 - 2 * a).add(a);
+      const z = x.div(x.rsub(1)).log().sub(tensor(means, [showers, voxels])).div(tensor(stds, [showers, voxels]));
+      const zValues = z.toFloat64();
+      for (let i = 0; i < zValues.length; i += 997) {
+        assert.ok(Math.abs(zValues[i] - forward[i]) < 1e-4 * (1 + Math.abs(zValues[i])), `entry ${i}: test forward ${zValues[i]}, forwardPreprocess ${forward[i]}`);
+      }
+      const [derivatives] = grad(z.sum(), e);
+      const expected = derivatives!.abs().log().sum([1]).toFloat64();
+      for (let i = 0; i < showers; i++) {
+        assert.ok(Math.abs(logJacobian[i] - expected[i]) < 1e-7 * Math.abs(expected[i]), `shower ${i}: log-Jacobian ${logJacobian[i]}, autograd ${expected[i]}`);
+      }
+    });
   });
-});
+}
 
 test("preprocessing log-Jacobian rejects the flat layout", () => {
   const energies = new Float64Array(2 * 368).fill(1);

@@ -19,8 +19,8 @@
 // With an energy-dependent standard deviation (an option), std is exp of a cubic polynomial of c,
 // fitted per entry to the log of the spread in 16 bins of c. Showers spread less at high energies:
 // in the simulated dataset-1 photons, the share of the last layers varies 8 times less at 4 TeV
-// than at 1 GeV. With one std per entry, the network sees the high-energy showers squeezed into a
-// fraction of unit variance.
+// than at 1 GeV. With one std per entry, the network receives the high-energy showers squeezed into
+// a fraction of unit variance.
 // Datasets 2 and 3: entries are Cartesian cells (voxelize.ts) or the cylindrical voxels themselves.
 //
 // All arithmetic runs in float64; the model input is stored as float32.
@@ -289,6 +289,21 @@ function meanAt(state: Pick<PreprocessingState, "mean" | "meanCoefficients">, c:
   return out;
 }
 
+/**
+ * Returns the sum of log std over the first `entries` model entries for each incident energy [n]
+ * in MeV: the standardisation's part of the log-Jacobian of the preprocessing.
+ */
+export function logStdSums(state: PreprocessingState, incidentEnergies: ArrayLike<number>, entries: number): Float64Array {
+  const conditions = conditionsOf(state, incidentEnergies);
+  const stds = new Float64Array(state.modelSize);
+  return conditions.map((c) => {
+    stdAt(state, c, stds);
+    let sum = 0;
+    for (let k = 0; k < entries; k += 1) sum += Math.log(stds[k]);
+    return sum;
+  });
+}
+
 /** Standard deviation of u per entry [modelSize] at condition c. */
 function stdAt(state: Pick<PreprocessingState, "std" | "stdCoefficients">, c: number, out: Float64Array): Float64Array {
   for (let k = 0; k < out.length; k += 1) out[k] = state.std[k];
@@ -507,6 +522,11 @@ export class PreprocessingFitter {
   private fitStd(bins: ConditionBin[], data: number, beta: Float64Array[], variance: Float64Array, std: number[]): number[][] {
     const n = meanDegree + 1;
     const used = bins.filter((bin) => bin.count >= 2);
+    const coefficients = Array.from({ length: meanDegree }, () => new Array<number>(this.state.modelSize).fill(0));
+    // Without a bin of two showers there is no spread to fit, and std stays constant.
+    if (used.length === 0) return coefficients;
+
+    // The weighted normal equations share their matrix across entries.
     const total = used.reduce((sum, bin) => sum + bin.count, 0);
     const design = used.map((bin) => Float64Array.from({ length: n }, (_, p) => (bin.powerSums[1] / bin.count) ** p));
     const matrix = new Float64Array(n * n);
@@ -514,7 +534,7 @@ export class PreprocessingFitter {
       for (let i = 0; i < n; i += 1) for (let j = 0; j < n; j += 1) matrix[i * n + j] += (bin.count / total) * design[b][i] * design[b][j];
     });
     for (let i = 1; i < n; i += 1) matrix[i * n + i] += 1e-9;
-    const coefficients = Array.from({ length: meanDegree }, () => new Array<number>(this.state.modelSize).fill(0));
+
     const rhs = new Float64Array(n);
     for (let k = 0; k < data; k += 1) {
       const overall = Math.sqrt(Math.max(variance[k], 0));

@@ -5,7 +5,7 @@
 import { Generator, grad, isGradEnabled, randn, rand, Tensor, tidy, zeros, full } from "../torch";
 import { native } from "../torch/native";
 import { integrateFixedStep, integrateRk45, probabilityFlowDrift, FixedStepMethod, OdeFunction, Rk45Options } from "./odeSampler";
-import { PreprocessingState } from "../calo/preprocess";
+import { logStdSums, PreprocessingState } from "../calo/preprocess";
 import { Sde, trainTimeMin } from "./sde";
 import { ScoreModel } from "./scoreModel";
 
@@ -158,7 +158,7 @@ export function logLikelihood(model: ScoreModel, sde: Sde, x: Tensor, condition:
  *   E' = E / (f E_inc), x = a + (1 - 2a) E', u = logit(x), z = (u - mean_k) / std_k,
  *   log |dz_k / dE_k| = log(1 - 2a) - log(f E_inc) - log x_k - log(1 - x_k) - log std_k.
  * Then log p_data(E | E_inc) = log p_model(z | E_inc) + the returned value. f, a and std come from
- * the fitted state, and the mean does not enter. energies: [n * voxels] in MeV (file order);
+ * the fitted state (std at the shower's energy when it depends on it), and the mean does not enter. energies: [n * voxels] in MeV (file order);
  * incidentEnergies: [n] in MeV -> [n] in nats.
  *
  * The other layouts have no such density: the flat layout (dataset 1) stores voxel fractions that
@@ -182,13 +182,13 @@ export function preprocessingLogJacobian(state: PreprocessingState, energies: Ar
   }
   const f = state.maxDepositFactor;
   const a = state.logitOffset;
-  let constant = voxels * Math.log(1 - 2 * a);
-  for (let k = 0; k < voxels; k++) constant -= Math.log(state.std[k]);
+  const constant = voxels * Math.log(1 - 2 * a);
+  const logStds = logStdSums(state, incidentEnergies, voxels);
 
   const result = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     const scale = 1 / (f * incidentEnergies[i]);
-    let sum = constant + voxels * Math.log(scale);
+    let sum = constant - logStds[i] + voxels * Math.log(scale);
     for (let k = 0; k < voxels; k++) {
       const x = a + (1 - 2 * a) * energies[i * voxels + k] * scale;
       sum -= Math.log(x) + Math.log1p(-x);
