@@ -32,6 +32,12 @@ function loadFixture(dataset: DatasetName, count: number, seed = 3): { energies:
   return result;
 }
 
+/** Reads a file of little-endian float64 values that a numpy reference script wrote. */
+function readFloat64(file: string): Float64Array {
+  const bytes = fs.readFileSync(file);
+  return new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
 /** Asserts |actual - expected| <= relative * |expected| + absolute for every element. */
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, relative: number, absolute: number, label: string): void {
   assert.equal(actual.length, expected.length, `${label} length`);
@@ -87,12 +93,8 @@ test("forward matches numpy for dataset 2", () => {
   const zFile = path.join(folder, "z.bin");
   const conditionFile = path.join(folder, "condition.bin");
   runPython(referenceScript, [file, zFile, conditionFile]);
-  const read = (name: string): Float64Array => {
-    const bytes = fs.readFileSync(name);
-    return new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-  };
-  assertClose(x, read(zFile), 1e-5, 1e-5, "x");
-  assertClose(condition, read(conditionFile), 1e-6, 1e-7, "condition");
+  assertClose(x, readFloat64(zFile), 1e-5, 1e-5, "x");
+  assertClose(condition, readFloat64(conditionFile), 1e-6, 1e-7, "condition");
   for (const value of condition) assert.ok(value >= 0 && value <= 1, `condition ${value} in [0, 1]`);
 });
 
@@ -275,8 +277,7 @@ test("energy-dependent mean matches numpy, dataset 2", () => {
   const { x } = forwardPreprocess(state, energies, showers);
   const zFile = path.join(folder, "z-polynomial.bin");
   runPython(polynomialScript, [file, zFile]);
-  const bytes = fs.readFileSync(zFile);
-  const expected = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  const expected = readFloat64(zFile);
   assertClose(x, expected, 1e-4, 1e-4, "x");
   // The constant-mean fit gives other values wherever an entry's average moves with the energy.
   const constant = forwardPreprocess(fitPreprocessing("2", "cylindrical", energies, showers), energies, showers).x;
@@ -325,8 +326,7 @@ test("energy-dependent std matches numpy, dataset 2", () => {
   const { x } = forwardPreprocess(state, energies, showers);
   const zFile = path.join(folder, "z-spread.bin");
   runPython(spreadScript, [file, zFile]);
-  const bytes = fs.readFileSync(zFile);
-  const expected = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  const expected = readFloat64(zFile);
   // The ridge of 1e-9 in the mean's fit moves its coefficients in the fifth digit. Where the
   // spread is a tenth of the overall one, that difference shows in z at the 1e-4 level.
   assertClose(x, expected, 1e-3, 1e-3, "x");
