@@ -25,7 +25,7 @@ the folder to start over.
 options:
   --out DIR       output folder (default demo-output)
   --full          train all four models of the paper (VE, VP, subVP, WGAN-GP) and compare them in one report
-  --minutes M     training time per model in minutes (default 15; 4 per model with --full)
+  --minutes M     training time per model in minutes (default 4)
   --threads N     intra-op threads (default: CALOSCORE_THREADS or all cores)`;
 
 /**
@@ -153,7 +153,7 @@ export async function run(args: string[]): Promise<number> {
   }
   const outDir = path.resolve(optionalString(parsed, "out") ?? "demo-output");
   const full = flag(parsed, "full");
-  const minutes = optionalNumber("demo", parsed, "minutes", { min: 0.1 }) ?? (full ? 4 : 15);
+  const minutes = optionalNumber("demo", parsed, "minutes", { min: 0.1 }) ?? 4;
   const threads = optionalString(parsed, "threads");
   const threadArgs = threads !== undefined ? ["--threads", threads] : [];
   const configPath = path.resolve(__dirname, "../../../../configs/demo.json");
