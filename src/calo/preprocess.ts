@@ -294,14 +294,12 @@ function meanAt(state: Pick<PreprocessingState, "mean" | "meanCoefficients">, c:
  * in MeV: the standardisation's part of the log-Jacobian of the preprocessing.
  */
 export function logStdSums(state: PreprocessingState, incidentEnergies: ArrayLike<number>, entries: number): Float64Array {
-  const conditions = conditionsOf(state, incidentEnergies);
-  const stds = new Float64Array(state.modelSize);
-  return conditions.map((c) => {
-    stdAt(state, c, stds);
-    let sum = 0;
-    for (let k = 0; k < entries; k += 1) sum += Math.log(stds[k]);
-    return sum;
-  });
+  // log std_k(c) = log std_k + sum_p coefficient_pk c^p, so the sum over entries is a polynomial
+  // in c whose coefficients are summed once.
+  let constant = 0;
+  for (let k = 0; k < entries; k += 1) constant += Math.log(state.std[k]);
+  const summed = (state.stdCoefficients ?? []).map((row) => row.slice(0, entries).reduce((sum, value) => sum + value, 0));
+  return conditionsOf(state, incidentEnergies).map((c) => summed.reduce((sum, coefficient, p) => sum + coefficient * c ** (p + 1), constant));
 }
 
 /** Standard deviation of u per entry [modelSize] at condition c. */

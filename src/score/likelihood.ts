@@ -158,8 +158,8 @@ export function logLikelihood(model: ScoreModel, sde: Sde, x: Tensor, condition:
  *   E' = E / (f E_inc), x = a + (1 - 2a) E', u = logit(x), z = (u - mean_k) / std_k,
  *   log |dz_k / dE_k| = log(1 - 2a) - log(f E_inc) - log x_k - log(1 - x_k) - log std_k.
  * Then log p_data(E | E_inc) = log p_model(z | E_inc) + the returned value. f, a and std come from
- * the fitted state (std at the shower's energy when it depends on it), and the mean does not enter. energies: [n * voxels] in MeV (file order);
- * incidentEnergies: [n] in MeV -> [n] in nats.
+ * the fitted state (std at the shower's energy when it depends on it), and the mean does not
+ * enter. energies: [n * voxels] in MeV (file order); incidentEnergies: [n] in MeV -> [n] in nats.
  *
  * The other layouts have no such density: the flat layout (dataset 1) stores voxel fractions that
  * sum to 1 plus padding, and the Cartesian layout rebins voxels into cells, so neither map is a
